@@ -1,0 +1,24 @@
+# make run   - set up (once) and serve on http://127.0.0.1:8000
+# make test  - set up (once) and run the test suite
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: setup run test clean
+
+setup: $(VENV)/.installed
+
+# Re-installs only when a requirements file changes; pip resolves nothing when all is pinned and present.
+$(VENV)/.installed: requirements.txt requirements-test.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-test.txt
+	touch $@
+
+run: setup
+	exec $(BIN)/gunicorn -c gunicorn.conf.py
+
+test: setup
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,89 @@
+"""The HTTP API: POST /classify, GET /health, GET /model."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from flask import Blueprint, Response, current_app, jsonify, request
+
+from errors import APIError
+from images import DecodedImage, decode_image
+from model import Classifier
+from upload import Upload, read_topk, read_uploads
+
+bp = Blueprint("api", __name__)
+
+
+def classifier() -> Classifier:
+    return current_app.extensions["classifier"]  # type: ignore[no-any-return]
+
+
+def _decode_all(uploads: list[Upload]) -> list[DecodedImage | APIError]:
+    config = current_app.config
+    decoded: list[DecodedImage | APIError] = []
+    for upload in uploads:
+        try:
+            decoded.append(decode_image(upload.data, config["MAX_IMAGE_PIXELS"]))
+        except APIError as error:
+            decoded.append(error)
+    return decoded
+
+
+def _entry(upload: Upload, outcome: DecodedImage | APIError, predictions: list[Any] | None) -> dict[str, Any]:
+    if isinstance(outcome, APIError):
+        return {"filename": upload.filename, "error": outcome.to_dict()}
+    return {
+        "filename": upload.filename,
+        "predictions": [p.to_dict() for p in predictions or []],
+        "image": {"width": outcome.width, "height": outcome.height, "format": outcome.format},
+    }
+
+
+@bp.post("/classify")
+def classify() -> Response | tuple[Response, int]:
+    started = time.perf_counter()
+    model = classifier()
+    topk = read_topk(request, current_app.config["DEFAULT_TOPK"], model.num_classes)
+    uploads = read_uploads(request, current_app.config["MAX_FILES"])
+
+    decoded = _decode_all(uploads)
+    decoded_at = time.perf_counter()
+    good = [d for d in decoded if isinstance(d, DecodedImage)]
+    predictions = iter(model.predict([d.image for d in good], topk) if good else [])
+    finished = time.perf_counter()
+
+    entries = [_entry(u, d, None if isinstance(d, APIError) else next(predictions)) for u, d in zip(uploads, decoded)]
+    timing = {
+        "decode": round((decoded_at - started) * 1000, 2),
+        "model": round((finished - decoded_at) * 1000, 2),
+        "total": round((finished - started) * 1000, 2),
+    }
+    if len(entries) == 1:
+        if isinstance(decoded[0], APIError):
+            raise decoded[0]
+        return jsonify(**entries[0], model=model.name, timing_ms=timing)
+    body = jsonify(results=entries, model=model.name, timing_ms=timing)
+    if not good:  # every file failed: the request as a whole failed, for the first file's reason
+        first = next(d for d in decoded if isinstance(d, APIError))
+        body = jsonify(error=first.to_dict(), results=entries)
+        return body, first.status
+    return body
+
+
+@bp.get("/health")
+def health() -> Response:
+    # A worker only serves once create_app() has built its model, so answering means ready.
+    return jsonify(status="ok", model=classifier().name)
+
+
+@bp.get("/model")
+def model_info() -> Response:
+    config = current_app.config
+    limits = {
+        "max_upload_bytes": config["MAX_CONTENT_LENGTH"],
+        "max_image_pixels": config["MAX_IMAGE_PIXELS"],
+        "max_files": config["MAX_FILES"],
+        "default_topk": config["DEFAULT_TOPK"],
+    }
+    return jsonify(**classifier().describe(), limits=limits)

@@ -1,0 +1,35 @@
+"""The application factory: create_app(config=None)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask
+
+import api
+import settings
+from cpus import available_cpus
+from errors import register_error_handlers
+from model import ModelSpec, load_classifier, set_threads
+from upload import InMemoryRequest
+
+
+def torch_threads(config: Mapping[str, Any]) -> int:
+    """Explicit TORCH_THREADS, else this worker's share of the usable CPUs."""
+    return config["TORCH_THREADS"] or max(1, available_cpus() // config["WORKERS"])
+
+
+def create_app(config: Mapping[str, Any] | None = None) -> Flask:
+    """Build the app and its model. Raises settings.ConfigError or model.ModelLoadError."""
+    app = Flask(__name__)
+    app.config.update(settings.load(config))
+    app.request_class = InMemoryRequest
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+
+    set_threads(torch_threads(app.config))
+    app.extensions["classifier"] = load_classifier(ModelSpec.from_settings(app.config))
+
+    register_error_handlers(app)
+    app.register_blueprint(api.bp)
+    return app

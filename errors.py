@@ -1,0 +1,68 @@
+"""Every error leaves the service as JSON: {"error": {"code": ..., "message": ...}}."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, Response, jsonify
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger(__name__)
+
+# Stable machine names for werkzeug's own errors; anything else gets its snake_cased name.
+HTTP_CODES = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    500: "internal_error",
+}
+
+
+class APIError(Exception):
+    """An error a client caused, with the status and stable code it is answered with."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+    def to_dict(self) -> dict[str, str]:
+        return {"code": self.code, "message": self.message}
+
+
+def error_response(status: int, code: str, message: str) -> Response:
+    response = jsonify(error={"code": code, "message": message})
+    response.status_code = status
+    return response
+
+
+def _handle_api_error(error: APIError) -> Response:
+    return error_response(error.status, error.code, error.message)
+
+
+def _handle_http_exception(error: HTTPException) -> Response:
+    status = error.code or 500
+    code = HTTP_CODES.get(status) or (error.name or "error").lower().replace(" ", "_")
+    message = error.description or error.name
+    if status == 413:
+        message = "The request body is larger than this service accepts."
+    response = error_response(status, code, message)
+    # Keep werkzeug's headers that matter to clients, such as Allow on a 405.
+    for name, value in error.get_headers():
+        if name.lower() != "content-type":
+            response.headers[name] = value
+    return response
+
+
+def _handle_unexpected(error: Exception) -> Response:
+    log.exception("unhandled error while serving a request")
+    return error_response(500, "internal_error", "The server failed to handle this request.")
+
+
+def register_error_handlers(app: Flask) -> None:
+    app.register_error_handler(APIError, _handle_api_error)
+    app.register_error_handler(HTTPException, _handle_http_exception)
+    app.register_error_handler(Exception, _handle_unexpected)

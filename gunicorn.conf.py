@@ -1,0 +1,42 @@
+"""Gunicorn settings: `gunicorn -c gunicorn.conf.py` (what `make run` does).
+
+The master imports torch (so workers share those pages after the fork) but runs no torch
+compute: OpenMP thread pools do not survive a fork. Each worker builds its own model.
+"""
+
+import os
+import sys
+
+import settings
+import weights
+from cpus import available_cpus
+
+wsgi_app = "wsgi:app"
+
+_host = os.environ.get("HOST", "127.0.0.1")
+_port = os.environ.get("PORT", "8000")
+bind = [f"[{_host}]:{_port}" if ":" in _host else f"{_host}:{_port}"]
+
+workers = int(os.environ.get("WEB_CONCURRENCY") or available_cpus())
+worker_class = "sync"
+# Each worker's share of the CPUs for torch threads (see app.torch_threads).
+os.environ["CLASSIFY_WORKERS"] = str(workers)
+
+timeout = int(os.environ.get("TIMEOUT", "30"))  # a request, or a worker's model load, may take this long
+graceful_timeout = int(os.environ.get("GRACEFUL_TIMEOUT", "30"))  # in-flight requests finish on SIGTERM
+keepalive = 5
+worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None  # heartbeat off slow disks
+control_socket_disable = True  # one shared ~/.gunicorn socket would clash between instances
+
+accesslog = "-"
+errorlog = "-"
+access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms'
+
+
+def on_starting(server):  # noqa: ANN001, ANN201 - gunicorn hook
+    """Refuse to start, once and clearly, when the configuration or the weights are unusable."""
+    try:
+        weights.ensure_available(settings.load())
+    except (settings.ConfigError, weights.WeightsError) as exc:
+        print(f"classify: cannot start: {exc}", file=sys.stderr, flush=True)
+        sys.exit(1)

@@ -1,0 +1,145 @@
+"""Decode and check uploaded images: bytes in memory -> an upright RGB picture, or an APIError."""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageOps, features
+
+from errors import APIError
+
+# We enforce our own pixel limit before decoding; Pillow's warning would only add noise.
+warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+
+# Raster formats a client may send. Others Pillow could open (EPS, PSD, ...) are refused:
+# less attack surface, and nothing a camera or a browser produces.
+SUPPORTED_FORMATS = ["JPEG", "MPO", "PNG", "GIF", "WEBP", "BMP", "TIFF"]
+if features.check("avif"):
+    SUPPORTED_FORMATS.append("AVIF")
+
+SUPPORTED_NAMES = "JPEG, PNG, GIF, WebP, BMP, TIFF" + (", AVIF" if "AVIF" in SUPPORTED_FORMATS else "")
+
+# A 10000x10 strip would be upscaled to 256000x256 before the centre crop.
+MAX_ASPECT_RATIO = 20
+
+
+@dataclass
+class DecodedImage:
+    image: Image.Image  # RGB, upright, possibly decoded at reduced scale (see decode_image)
+    format: str
+    width: int  # as uploaded, after EXIF orientation
+    height: int
+
+
+def _unsupported(message: str) -> APIError:
+    return APIError(415, "unsupported_format", message)
+
+
+def _sniff_unsupported(data: bytes) -> APIError | None:
+    """Name formats people commonly send by mistake, so the error can say what to do."""
+    head = data[:64].lstrip()
+    if data[4:8] == b"ftyp" and data[8:12] in {b"heic", b"heix", b"hevc", b"heim", b"heis", b"mif1", b"msf1", b"avif", b"avis"}:
+        return _unsupported(f"HEIC/HEIF/AVIF images are not supported here; convert to JPEG or PNG (supported: {SUPPORTED_NAMES}).")
+    if head.startswith(b"<?xml") or head.startswith(b"<svg"):
+        return _unsupported(f"SVG is a vector format; send a raster image ({SUPPORTED_NAMES}).")
+    if head.startswith(b"%PDF"):
+        return _unsupported(f"PDF documents are not images; send a raster image ({SUPPORTED_NAMES}).")
+    return None
+
+
+def _open(data: bytes) -> Image.Image:
+    try:
+        return Image.open(io.BytesIO(data), formats=SUPPORTED_FORMATS)
+    except Image.DecompressionBombError:
+        raise _too_large() from None
+    except Exception:
+        raise _sniff_unsupported(data) or APIError(
+            415, "invalid_image", f"The upload is not an image in a supported format ({SUPPORTED_NAMES})."
+        ) from None
+
+
+def _too_large(width: int | None = None, height: int | None = None, limit: int | None = None) -> APIError:
+    size = f" ({width}x{height} pixels; the limit is {limit:,})" if limit else ""
+    return APIError(413, "image_too_large", f"The image has too many pixels{size}.")
+
+
+def _check_dimensions(width: int, height: int, max_pixels: int) -> None:
+    if width * height > max_pixels:
+        raise _too_large(width, height, max_pixels)
+    if width < 1 or height < 1:
+        raise APIError(415, "invalid_image", "The image has no pixels.")
+    if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
+        raise APIError(
+            415,
+            "unsupported_dimensions",
+            f"The image is {width}x{height}; sides more than {MAX_ASPECT_RATIO} times apart are not classified.",
+        )
+
+
+def _draft(image: Image.Image, min_side: int) -> None:
+    """Let libjpeg decode at 1/2, 1/4 or 1/8 scale while the short side stays >= min_side."""
+    width, height = image.size
+    scale = min_side / min(width, height)
+    if image.format in {"JPEG", "MPO"} and scale < 0.5:
+        image.draft("RGB", (max(1, round(width * scale)), max(1, round(height * scale))))
+
+
+def _high_bit_depth_to_8bit(image: Image.Image) -> Image.Image:
+    # Pillow's convert("RGB") clips 16-bit values at 255 (a mostly white picture); scale instead.
+    array = np.asarray(image, dtype=np.float64)
+    if image.mode != "F":
+        array = array / 257.0  # 0..65535 -> 0..255
+    return Image.fromarray(np.clip(array, 0, 255).round().astype(np.uint8), mode="L")
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any Pillow mode to RGB; transparency is composited over white, as a browser shows it."""
+    if image.mode == "RGB":
+        return image
+    if image.mode in {"I", "F"} or image.mode.startswith("I;16"):
+        image = _high_bit_depth_to_8bit(image)
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in {"RGBA", "LA", "PA", "RGBa", "La"}:
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def decode_image(data: bytes, max_pixels: int, min_side: int | None = None) -> DecodedImage:
+    """Decode an upload held in memory. With min_side, JPEGs may decode at reduced scale."""
+    if not data:
+        raise APIError(400, "empty_file", "The uploaded file is empty.")
+    image = _open(data)
+    width, height = image.size
+    _check_dimensions(width, height, max_pixels)
+    fmt = image.format or "unknown"
+    try:
+        if min_side:
+            _draft(image, min_side)
+        image.seek(0)  # animated or multi-page: the first frame
+        image.load()
+    except Image.DecompressionBombError:
+        raise _too_large(width, height, max_pixels) from None
+    except Exception:  # any decoder failure on client bytes is the client's broken file
+        raise APIError(415, "invalid_image", f"The {fmt} image could not be decoded: it is truncated or corrupt.") from None
+    upright = _apply_orientation(image)
+    if upright.size == image.size[::-1] != image.size:
+        width, height = height, width  # turned a quarter by its EXIF orientation
+    try:
+        rgb = to_rgb(upright)
+    except Exception:
+        raise APIError(415, "unsupported_format", f"Images in colour mode {upright.mode} are not supported.") from None
+    return DecodedImage(image=rgb, format=fmt, width=width, height=height)
+
+
+def _apply_orientation(image: Image.Image) -> Image.Image:
+    # Phones store pictures sideways and say so in EXIF; a broken EXIF block is ignored, not fatal.
+    try:
+        return ImageOps.exif_transpose(image)
+    except Exception:
+        return image

@@ -1,0 +1,244 @@
+"""The model: build it once per process, load its weights, preprocess, predict."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import importlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torchvision
+from PIL import Image
+from torchvision.transforms._presets import ImageClassification
+
+import weights as weights_source
+
+HERE = Path(__file__).resolve().parent
+IMAGENET_LABELS = HERE / "imagenet_classes.txt"
+
+Preprocess = Callable[[Image.Image], torch.Tensor]
+
+
+class ModelLoadError(Exception):
+    """The model could not be built; the message is meant for the person starting the server."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What to serve; hashable so that each process builds a given model only once."""
+
+    arch: str = "resnet18"
+    weights_file: str | None = None
+    torchvision_weights: str = "DEFAULT"
+    download: bool = True
+    labels_file: str | None = None
+    factory: str | None = None
+    precision: str = "fp32"
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any]) -> ModelSpec:
+        return cls(
+            arch=settings["MODEL_ARCH"],
+            weights_file=settings["MODEL_WEIGHTS"],
+            torchvision_weights=settings["TORCHVISION_WEIGHTS"],
+            download=settings["MODEL_DOWNLOAD"],
+            labels_file=settings["LABELS_FILE"],
+            factory=settings["MODEL_FACTORY"],
+            precision=settings["PRECISION"],
+        )
+
+
+@dataclass
+class Prediction:
+    label: str
+    index: int
+    probability: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"label": self.label, "index": self.index, "probability": round(self.probability, 6)}
+
+
+def read_labels(path: str | Path) -> list[str]:
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise ModelLoadError(f"LABELS_FILE={str(path)!r} could not be read ({exc.strerror or exc}).") from None
+    labels = [line.strip() for line in lines]
+    while labels and not labels[-1]:
+        labels.pop()
+    if not labels:
+        raise ModelLoadError(f"LABELS_FILE={str(path)!r} has no labels: put one class name per line.")
+    return labels
+
+
+def set_threads(threads: int) -> None:
+    """Torch threads for this process; must run before its first forward pass."""
+    torch.set_num_threads(threads)
+    with contextlib.suppress(RuntimeError):  # only settable once per process
+        torch.set_num_interop_threads(1)
+
+
+class Classifier:
+    """A model with its preprocessing and labels, answering top-k predictions for PIL images."""
+
+    def __init__(self, spec: ModelSpec, module: torch.nn.Module, preprocess: Preprocess, labels: list[str], weights_path: Path | None) -> None:
+        self.spec = spec
+        self.module = module.eval().to(memory_format=torch.channels_last)
+        self.preprocess = preprocess
+        self.labels = labels
+        self.weights_path = weights_path
+        self.input_shape = self._warm_up()
+
+    @property
+    def name(self) -> str:
+        return self.spec.factory or self.spec.arch
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.labels)
+
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self.spec.precision == "bf16":
+            return torch.autocast("cpu", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _forward(self, batch: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode(), self._autocast():
+            return self.module(batch.contiguous(memory_format=torch.channels_last)).float()
+
+    def _warm_up(self) -> tuple[int, ...]:
+        # One pass at start-up: checks the labels fit the head, and the first user is not the one who waits.
+        sample = self.preprocess(Image.new("RGB", (320, 240), (128, 128, 128)))
+        outputs = self._forward(sample.unsqueeze(0)).shape[-1]
+        if outputs != self.num_classes:
+            raise ModelLoadError(
+                f"The model outputs {outputs} classes but there are {self.num_classes} labels; "
+                "set LABELS_FILE to a file with one line per class, in the model's order."
+            )
+        return tuple(sample.shape)
+
+    def logits(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        """Raw model outputs for RGB images, in one batched forward pass."""
+        tensors = [self.preprocess(image) for image in images]
+        if len({tuple(t.shape) for t in tensors}) == 1:
+            return self._forward(torch.stack(tensors))
+        return torch.cat([self._forward(t.unsqueeze(0)) for t in tensors])  # preprocessing of varying size
+
+    def predict(self, images: Sequence[Image.Image], topk: int) -> list[list[Prediction]]:
+        """The top-k classes of each image, highest probability first."""
+        probabilities = self.logits(images).softmax(dim=1)
+        values, indices = probabilities.topk(min(topk, self.num_classes), dim=1)
+        return [
+            [Prediction(self.labels[i], i, p) for p, i in zip(row_values.tolist(), row_indices.tolist())]
+            for row_values, row_indices in zip(values, indices)
+        ]
+
+    @functools.cached_property
+    def weights_sha256(self) -> str | None:
+        if self.weights_path is None:
+            return None
+        digest = hashlib.sha256()
+        with open(self.weights_path, "rb") as file:
+            for block in iter(lambda: file.read(1 << 20), b""):
+                digest.update(block)
+        return digest.hexdigest()
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "architecture": self.spec.arch if not self.spec.factory else type(self.module).__name__,
+            "weights": {
+                "file": self.weights_path.name if self.weights_path else None,
+                "sha256": self.weights_sha256,
+                "source": self._weights_source(),
+            },
+            "num_classes": self.num_classes,
+            "input_shape": list(self.input_shape),
+            "preprocessing": describe_preprocess(self.preprocess),
+            "precision": self.spec.precision,
+            "torch": torch.__version__,
+            "torchvision": torchvision.__version__,
+            "threads": torch.get_num_threads(),
+        }
+
+    def _weights_source(self) -> str:
+        if self.spec.factory:
+            return f"MODEL_FACTORY={self.spec.factory}"
+        if self.spec.weights_file:
+            return "MODEL_WEIGHTS"
+        return f"torchvision {weights_source.torchvision_weights(self.spec.arch, self.spec.torchvision_weights)!r}"
+
+
+def describe_preprocess(preprocess: Preprocess) -> dict[str, Any]:
+    if isinstance(preprocess, ImageClassification):
+        return {
+            "resize": preprocess.resize_size[0],
+            "center_crop": preprocess.crop_size[0],
+            "interpolation": preprocess.interpolation.value,
+            "mean": preprocess.mean,
+            "std": preprocess.std,
+        }
+    return {"description": repr(preprocess)}
+
+
+def _import_factory(target: str) -> Callable[[], Any]:
+    module_name, _, function_name = target.partition(":")
+    if not module_name or not function_name:
+        raise ModelLoadError(f"MODEL_FACTORY={target!r} must look like package.module:function.")
+    try:
+        return getattr(importlib.import_module(module_name), function_name)  # type: ignore[no-any-return]
+    except (ImportError, AttributeError) as exc:
+        raise ModelLoadError(f"MODEL_FACTORY={target!r} could not be imported ({exc}).") from None
+
+
+def _from_factory(spec: ModelSpec, labels: list[str]) -> Classifier:
+    assert spec.factory
+    try:
+        module, preprocess = _import_factory(spec.factory)()
+    except ModelLoadError:
+        raise
+    except Exception as exc:
+        raise ModelLoadError(f"MODEL_FACTORY={spec.factory!r} failed: {type(exc).__name__}: {exc}") from None
+    return Classifier(spec, module, preprocess, labels, weights_path=None)
+
+
+def _from_torchvision(spec: ModelSpec, labels: list[str]) -> Classifier:
+    try:
+        entry = weights_source.torchvision_weights(spec.arch, spec.torchvision_weights)
+        if spec.weights_file:
+            path = Path(spec.weights_file).expanduser()
+            state_dict = weights_source.load_local(path)
+        else:
+            path = weights_source.cache_path(entry)
+            state_dict = weights_source.load_torchvision(entry, spec.download)
+    except weights_source.WeightsError as exc:
+        raise ModelLoadError(str(exc)) from None
+    module = torchvision.models.get_model(spec.arch, weights=None, num_classes=len(labels))
+    try:
+        module.load_state_dict(state_dict, strict=True)
+    except RuntimeError as exc:
+        raise ModelLoadError(
+            f"The weights in {path} do not fit {spec.arch} with {len(labels)} classes: "
+            f"{_first_line(exc)} (a fine-tuned head needs LABELS_FILE with one line per class)."
+        ) from None
+    return Classifier(spec, module, entry.transforms(), labels, weights_path=path)
+
+
+def _first_line(exc: Exception) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return " ".join(lines[:2])[:400]
+
+
+@functools.lru_cache(maxsize=4)
+def load_classifier(spec: ModelSpec) -> Classifier:
+    """Build the model once per process (per spec); raises ModelLoadError with a readable message."""
+    labels = read_labels(spec.labels_file or IMAGENET_LABELS)
+    if spec.factory:
+        return _from_factory(spec, labels)
+    return _from_torchvision(spec, labels)
+

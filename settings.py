@@ -1,0 +1,103 @@
+"""Configuration: defaults, overridden by environment variables, overridden by a mapping.
+
+Every setting is documented in the README's configuration table; the keys here are the
+environment variables' names (Flask's own MAX_CONTENT_LENGTH is fed by MAX_UPLOAD_MB).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+
+MIB = 1024 * 1024
+
+DEFAULTS: dict[str, Any] = {
+    "MODEL_ARCH": "resnet18",
+    "MODEL_WEIGHTS": None,  # local state-dict file; skips torchvision's cache and download
+    "TORCHVISION_WEIGHTS": "DEFAULT",  # which torchvision weights (and preprocessing) to use
+    "MODEL_DOWNLOAD": True,  # may torchvision download weights missing from its cache?
+    "LABELS_FILE": None,  # one class name per line; default imagenet_classes.txt
+    "MODEL_FACTORY": None,  # "package.module:function" returning (module, preprocess)
+    "PRECISION": "fp32",
+    "TORCH_THREADS": None,  # None: all usable CPUs divided by the number of workers
+    "WORKERS": 1,  # set by gunicorn.conf.py so each worker knows its share of the CPUs
+    "MAX_CONTENT_LENGTH": 20 * MIB,
+    "MAX_IMAGE_PIXELS": 100_000_000,
+    "MAX_FILES": 32,
+    "DEFAULT_TOPK": 5,
+}
+
+
+class ConfigError(Exception):
+    """A setting has a value the service cannot use; the message says which and why."""
+
+
+def _boolean(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError("expected one of 1/0, true/false, yes/no, on/off")
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError("must be at least 1")
+    return value
+
+
+def _megabytes(text: str) -> int:
+    value = float(text)
+    if value <= 0:
+        raise ValueError("must be more than 0")
+    return int(value * MIB)
+
+
+def _text(text: str) -> str | None:
+    return text.strip() or None
+
+
+# environment variable -> (config key, parser)
+ENVIRONMENT: dict[str, tuple[str, Callable[[str], Any]]] = {
+    "MODEL_ARCH": ("MODEL_ARCH", str.strip),
+    "MODEL_WEIGHTS": ("MODEL_WEIGHTS", _text),
+    "TORCHVISION_WEIGHTS": ("TORCHVISION_WEIGHTS", str.strip),
+    "MODEL_DOWNLOAD": ("MODEL_DOWNLOAD", _boolean),
+    "LABELS_FILE": ("LABELS_FILE", _text),
+    "MODEL_FACTORY": ("MODEL_FACTORY", _text),
+    "PRECISION": ("PRECISION", str.strip),
+    "TORCH_THREADS": ("TORCH_THREADS", _positive_int),
+    "CLASSIFY_WORKERS": ("WORKERS", _positive_int),
+    "MAX_UPLOAD_MB": ("MAX_CONTENT_LENGTH", _megabytes),
+    "MAX_IMAGE_PIXELS": ("MAX_IMAGE_PIXELS", _positive_int),
+    "MAX_FILES": ("MAX_FILES", _positive_int),
+    "DEFAULT_TOPK": ("DEFAULT_TOPK", _positive_int),
+}
+
+
+def from_environment(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The settings given by environment variables (only those that are set)."""
+    environ = os.environ if environ is None else environ
+    settings: dict[str, Any] = {}
+    for name, (key, parse) in ENVIRONMENT.items():
+        raw = environ.get(name)
+        if raw is None or raw.strip() == "":
+            continue
+        try:
+            settings[key] = parse(raw)
+        except ValueError as exc:
+            raise ConfigError(f"{name}={raw!r} is not valid: {exc}.") from None
+    return settings
+
+
+def load(overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Defaults, then the environment, then explicit overrides (tests, embedding apps)."""
+    settings = dict(DEFAULTS)
+    settings.update(from_environment())
+    settings.update(overrides or {})
+    if settings["PRECISION"] not in {"fp32", "bf16"}:
+        raise ConfigError(f"PRECISION={settings['PRECISION']!r} is not valid: use fp32 or bf16.")
+    return settings

@@ -1,0 +1,89 @@
+"""Parse an upload request: which images were sent (multipart or raw body), and topk."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from typing import IO
+
+from flask import Request
+from werkzeug.http import parse_options_header
+
+from errors import APIError
+
+IMAGE_FIELDS = ("image", "file")  # "file" is the name most tutorials use
+RAW_TYPES = ("application/octet-stream",)  # plus every image/* type
+
+HOW_TO_SEND = (
+    "Send the image as multipart/form-data in the field 'image' (curl -F image=@photo.jpg), "
+    "or as the raw body with an image Content-Type (curl --data-binary @photo.jpg -H 'Content-Type: image/jpeg')."
+)
+
+
+class InMemoryRequest(Request):
+    """Uploads stay in memory, bounded by MAX_CONTENT_LENGTH; werkzeug would spill them to temp files."""
+
+    def _get_file_stream(
+        self, total_content_length: int | None, content_type: str | None, filename: str | None = None, content_length: int | None = None
+    ) -> IO[bytes]:
+        return io.BytesIO()
+
+
+@dataclass
+class Upload:
+    filename: str | None
+    data: bytes
+
+
+def _multipart_uploads(request: Request) -> list[Upload]:
+    uploads = []
+    for field, storage in request.files.items(multi=True):
+        if field not in IMAGE_FIELDS:
+            continue
+        data = storage.read()
+        if not data and not storage.filename:
+            continue  # a browser form's file input left empty
+        uploads.append(Upload(storage.filename or None, data))
+    if not uploads:
+        fields = sorted(set(request.files) | set(request.form))
+        got = f" The request had the fields: {', '.join(fields)}." if fields else " The request had no file in it."
+        raise APIError(400, "missing_image", f"No image was uploaded.{got} {HOW_TO_SEND}")
+    return uploads
+
+
+def _raw_upload(request: Request) -> Upload:
+    data = request.get_data(cache=False)
+    if not data:
+        raise APIError(400, "missing_image", f"The request body is empty. {HOW_TO_SEND}")
+    _, options = parse_options_header(request.headers.get("Content-Disposition", ""))
+    return Upload(options.get("filename"), data)
+
+
+def read_uploads(request: Request, max_files: int) -> list[Upload]:
+    """The uploaded images in the order sent, or an APIError saying what was wrong."""
+    mimetype = request.mimetype
+    if mimetype == "multipart/form-data":
+        uploads = _multipart_uploads(request)
+    elif mimetype.startswith("image/") or mimetype in RAW_TYPES:
+        uploads = [_raw_upload(request)]
+    elif not mimetype and not request.content_length:
+        raise APIError(400, "missing_image", f"The request has no body. {HOW_TO_SEND}")
+    else:
+        raise APIError(415, "unsupported_media_type", f"Content-Type {mimetype or '(none)'} is not accepted here. {HOW_TO_SEND}")
+    if len(uploads) > max_files:
+        raise APIError(413, "too_many_files", f"{len(uploads)} files were sent; at most {max_files} are classified per request.")
+    return uploads
+
+
+def read_topk(request: Request, default: int, maximum: int) -> int:
+    """topk from the query string or a form field; a whole number from 1 to the number of classes."""
+    raw = request.args.get("topk")
+    if raw is None and request.mimetype == "multipart/form-data":
+        raw = request.form.get("topk")
+    if raw is None or raw.strip() == "":
+        return min(default, maximum)
+    text = raw.strip()
+    topk = int(text) if text.isascii() and text.isdigit() and len(text) <= 7 else 0
+    if not 1 <= topk <= maximum:
+        raise APIError(400, "invalid_topk", f"topk must be a whole number from 1 to {maximum}; got {raw[:20]!r}.")
+    return topk

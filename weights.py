@@ -1,0 +1,132 @@
+"""Where model weights come from: torchvision's hash-checked cache, or a local file.
+
+Nothing here runs torch compute, so the gunicorn master may call `ensure_available`
+before it forks: a missing file is reported once, clearly, instead of by every worker.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import torch
+import torchvision
+from torchvision.models import get_model_weights, list_models
+from torchvision.models._api import WeightsEnum
+
+DOWNLOAD_TIMEOUT_S = 60
+
+
+class WeightsError(Exception):
+    """Weights could not be found or read; the message says what was tried and how to fix it."""
+
+
+def torchvision_weights(arch: str, variant: str = "DEFAULT") -> WeightsEnum:
+    """The torchvision weights entry (URL, categories, preprocessing) for an architecture."""
+    classifiers = list_models(module=torchvision.models)  # classification models only
+    if arch not in classifiers:
+        known = ", ".join(sorted(classifiers)[:12])
+        raise WeightsError(f"MODEL_ARCH={arch!r} is not a torchvision classification model (for example: {known}, ...).")
+    enum = get_model_weights(arch)
+    name = variant.split(".")[-1]
+    try:
+        return enum[name] if name != "DEFAULT" else enum.DEFAULT
+    except KeyError:
+        choices = ", ".join(member.name for member in enum)
+        raise WeightsError(f"TORCHVISION_WEIGHTS={variant!r} is not a weights entry of {arch} (choose from {choices}).") from None
+
+
+def cache_path(weights: WeightsEnum) -> Path:
+    """Where torch.hub keeps (or would keep) this file: $TORCH_HOME/hub/checkpoints/<name>."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(weights.url).path)
+
+
+def _missing_message(weights: WeightsEnum, path: Path, reason: str) -> str:
+    return (
+        f"No weights for {weights!r}: {path} is not in torchvision's cache, and {reason}. "
+        f"Fix it in one of two ways: on a machine with internet, fetch {weights.url} and put it at that path "
+        f"(or point TORCH_HOME at a directory whose hub/checkpoints/ holds it); "
+        f"or set MODEL_WEIGHTS=/path/to/state_dict.pth to serve a local file."
+    )
+
+
+def ensure_cached(weights: WeightsEnum, download: bool = True) -> Path:
+    """Make sure the weights file is in the cache, downloading it (hash-checked) if allowed."""
+    path = cache_path(weights)
+    if path.is_file():
+        return path
+    if not download:
+        raise WeightsError(_missing_message(weights, path, "downloading is switched off (MODEL_DOWNLOAD=0)"))
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)  # torch.hub's urlopen would otherwise wait forever
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        hash_prefix = torch.hub.HASH_REGEX.search(path.name)
+        torch.hub.download_url_to_file(weights.url, str(path), hash_prefix.group(1) if hash_prefix else None, progress=False)
+    except Exception as exc:
+        raise WeightsError(_missing_message(weights, path, f"downloading it failed ({_reason(exc)})")) from None
+    finally:
+        socket.setdefaulttimeout(previous)
+    return path
+
+
+def _reason(exc: Exception) -> str:
+    reason = getattr(exc, "reason", None) or exc
+    return str(reason).strip() or type(exc).__name__
+
+
+def load_torchvision(weights: WeightsEnum, download: bool = True) -> dict[str, Any]:
+    """The state dict, the standard torchvision way (load_state_dict_from_url with check_hash)."""
+    ensure_cached(weights, download)
+    try:
+        return weights.get_state_dict(progress=False, check_hash=True, weights_only=True, map_location="cpu")
+    except Exception as exc:
+        raise WeightsError(f"The cached weights file {cache_path(weights)} could not be read ({_reason(exc)}); delete it and start again.") from None
+
+
+def _unwrap(checkpoint: Any) -> Mapping[str, Any]:
+    # Training scripts often save {"model": state_dict, "epoch": ...} or wrap the model in DataParallel.
+    if isinstance(checkpoint, Mapping):
+        for key in ("state_dict", "model_state_dict", "model"):
+            if isinstance(checkpoint.get(key), Mapping):
+                checkpoint = checkpoint[key]
+                break
+    if not isinstance(checkpoint, Mapping) or not all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
+        raise WeightsError("is not a state dict (a mapping of parameter names to tensors)")
+    return {name.removeprefix("module."): tensor for name, tensor in checkpoint.items()}
+
+
+def _existing_file(path: str | os.PathLike[str]) -> Path:
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise WeightsError(f"MODEL_WEIGHTS={str(path)!r}: there is no such file. Point it at a state-dict file (.pth/.pt).")
+    return file
+
+
+def load_local(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A state dict from a local file, read with weights_only=True (no arbitrary pickles)."""
+    file = _existing_file(path)
+    try:
+        return dict(_unwrap(torch.load(file, map_location="cpu", weights_only=True)))
+    except WeightsError as exc:
+        raise WeightsError(f"MODEL_WEIGHTS={str(path)!r} {exc}.") from None
+    except Exception as exc:
+        raise WeightsError(
+            f"MODEL_WEIGHTS={str(path)!r} could not be read as a weights-only state dict ({_reason(exc)}). "
+            "Save it with torch.save(model.state_dict(), path)."
+        ) from None
+
+
+def ensure_available(settings: Mapping[str, Any]) -> None:
+    """Fail fast, before any worker starts, when no weights can be had. Raises WeightsError."""
+    if settings.get("MODEL_FACTORY"):
+        return  # the factory finds its own weights; its errors surface when a worker loads it
+    if settings.get("MODEL_WEIGHTS"):
+        _existing_file(settings["MODEL_WEIGHTS"])
+        return
+    weights = torchvision_weights(settings["MODEL_ARCH"], settings["TORCHVISION_WEIGHTS"])
+    ensure_cached(weights, settings["MODEL_DOWNLOAD"])
