@@ -15,8 +15,8 @@ from errors import APIError
 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
 
 # Raster formats a client may send. Others Pillow could open (EPS, PSD, ...) are refused:
-# less attack surface, and nothing a camera or a browser produces.
-SUPPORTED_FORMATS = ["JPEG", "MPO", "PNG", "GIF", "WEBP", "BMP", "TIFF"]
+# less attack surface, and nothing a camera or a browser produces. Phone MPO files open as JPEG.
+SUPPORTED_FORMATS = ["JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF"]
 if features.check("avif"):
     SUPPORTED_FORMATS.append("AVIF")
 

@@ -1,0 +1,71 @@
+"""Shared fixtures: real seeded weights, the real shared photos, an app and its test client."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+from flask import Flask
+from flask.testing import FlaskClient
+from PIL import Image
+
+from app import create_app
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("SHARED_DIR", REPO.parent / "shared"))
+SAMPLES = SHARED / "images" / "imagenet-samples"
+
+
+@dataclass(frozen=True)
+class Photo:
+    path: Path
+    class_index: int
+    category: str
+
+
+def shared_photos() -> list[Photo]:
+    with open(SAMPLES / "labels.csv", newline="") as file:
+        return [Photo(SAMPLES / row["file"], int(row["class_index"]), row["category"]) for row in csv.DictReader(file)]
+
+
+@pytest.fixture(scope="session")
+def photos() -> list[Photo]:
+    found = shared_photos()
+    assert len(found) == 200, f"expected the 200 shared photos in {SAMPLES}"
+    return found
+
+
+@pytest.fixture(scope="session")
+def seeded_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real resnet18 state dict with seeded random weights: same file, same numbers, anywhere."""
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("weights") / "resnet18-seeded.pth"
+    torch.save(torchvision.models.resnet18().state_dict(), path)
+    return path
+
+
+@pytest.fixture
+def app(seeded_weights: Path) -> Flask:
+    return create_app({"TESTING": True, "MODEL_WEIGHTS": str(seeded_weights)})
+
+
+@pytest.fixture
+def client(app: Flask) -> Iterator[FlaskClient]:
+    with app.test_client() as client:
+        yield client
+
+
+def image_bytes(mode: str = "RGB", size: tuple[int, int] = (64, 48), fmt: str = "PNG", color: object = None, **save: object) -> bytes:
+    """A small generated image, encoded in memory."""
+    if color is None:
+        color = {"1": 1, "L": 128, "I;16": 40000, "I": 40000, "F": 0.5}.get(mode, (200, 100, 50, 255)[: len(mode)])
+    buffer = io.BytesIO()
+    Image.new(mode, size, color).save(buffer, format=fmt, **save)
+    return buffer.getvalue()

@@ -1,0 +1,115 @@
+"""Decoding and checking uploads: every colour mode to RGB, upright, first frame, bounded."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from PIL import Image
+
+from errors import APIError
+from images import decode_image, to_rgb
+from tests.conftest import image_bytes
+
+LIMIT = 100_000_000
+
+
+def decode(data: bytes, max_pixels: int = LIMIT) -> Image.Image:
+    return decode_image(data, max_pixels).image
+
+
+@pytest.mark.parametrize(
+    ("mode", "fmt"),
+    [("RGB", "JPEG"), ("L", "JPEG"), ("CMYK", "JPEG"), ("1", "PNG"), ("L", "PNG"), ("LA", "PNG"), ("RGBA", "PNG"),
+     ("P", "GIF"), ("I;16", "PNG"), ("RGB", "WEBP"), ("RGBA", "WEBP"), ("RGB", "BMP"), ("RGB", "TIFF"), ("F", "TIFF")],
+)
+def test_every_common_mode_and_format_decodes_to_rgb(mode: str, fmt: str) -> None:
+    decoded = decode_image(image_bytes(mode, (40, 30), fmt), LIMIT)
+    assert decoded.image.mode == "RGB"
+    assert (decoded.width, decoded.height) == (40, 30)
+    assert decoded.format == fmt
+
+
+def test_sixteen_bit_grey_is_scaled_not_clipped_to_white() -> None:
+    grey = decode(image_bytes("I;16", (8, 8), "PNG", color=32768))
+    assert grey.getpixel((0, 0)) == (128, 128, 128)
+
+
+def test_transparent_pixels_become_white_not_black() -> None:
+    assert decode(image_bytes("RGBA", (8, 8), "PNG", color=(0, 0, 0, 0))).getpixel((0, 0)) == (255, 255, 255)
+    half = decode(image_bytes("LA", (8, 8), "PNG", color=(0, 128)))
+    assert half.getpixel((0, 0)) == (127, 127, 127)
+
+
+def test_palette_transparency_is_composited_over_white() -> None:
+    image = Image.new("P", (8, 8), 0)
+    image.putpalette([0, 0, 0] + [255, 0, 0] * 255)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", transparency=0)
+    assert decode(buffer.getvalue()).getpixel((0, 0)) == (255, 255, 255)
+
+
+def test_cmyk_is_converted_to_matching_rgb() -> None:
+    red = to_rgb(Image.new("CMYK", (4, 4), (0, 255, 255, 0)))
+    assert red.getpixel((0, 0)) == (255, 0, 0)
+
+
+def test_exif_orientation_is_applied() -> None:
+    # Stored 60 wide and 20 high, left half red, with "rotate 90 CW to display" (orientation 6).
+    stored = Image.new("RGB", (60, 20), "blue")
+    stored.paste((255, 0, 0), (0, 0, 30, 20))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buffer = io.BytesIO()
+    stored.save(buffer, format="JPEG", exif=exif, quality=95)
+    decoded = decode_image(buffer.getvalue(), LIMIT)
+    assert (decoded.width, decoded.height) == (20, 60) == decoded.image.size
+    top = decoded.image.getpixel((10, 5))
+    assert top[0] > 200 and top[2] < 60  # red, the stored left half, is now on top
+
+
+def test_animated_images_use_the_first_frame() -> None:
+    frames = [Image.new("RGB", (16, 16), colour) for colour in ((255, 0, 0), (0, 255, 0), (0, 0, 255))]
+    for fmt in ("GIF", "WEBP", "PNG"):
+        buffer = io.BytesIO()
+        frames[0].save(buffer, format=fmt, save_all=True, append_images=frames[1:], duration=100, loop=0)
+        first = decode(buffer.getvalue()).getpixel((8, 8))
+        assert first[0] > 200 and first[1] < 60, fmt
+
+
+def test_pixel_limit_is_checked_before_decoding() -> None:
+    with pytest.raises(APIError) as error:
+        decode_image(image_bytes("RGB", (200, 100), "PNG"), max_pixels=10_000)
+    assert (error.value.status, error.value.code) == (413, "image_too_large")
+
+
+def test_decompression_bomb_is_refused_from_its_header() -> None:
+    # A PNG declaring 30000x30000 pixels (900 million) in a file of a few kilobytes.
+    bomb = image_bytes("1", (30000, 30000), "PNG")
+    assert len(bomb) < 200_000
+    with pytest.raises(APIError) as error:
+        decode_image(bomb, LIMIT)
+    assert error.value.status == 413
+
+
+@pytest.mark.parametrize(
+    ("data", "status", "code"),
+    [
+        (b"", 400, "empty_file"),
+        (b"hello, this is text", 415, "invalid_image"),
+        (b"%PDF-1.4\n1 0 obj\n", 415, "unsupported_format"),
+        (b'<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg"/>', 415, "unsupported_format"),
+        (b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic", 415, "unsupported_format"),
+        (image_bytes("RGB", (400, 300), "JPEG")[:300], 415, "invalid_image"),
+        (image_bytes("RGB", (2000, 10), "PNG"), 415, "unsupported_dimensions"),
+    ],
+    ids=["empty", "text", "pdf", "svg", "heic", "truncated-jpeg", "strip"],
+)
+def test_bad_uploads_are_refused_with_a_clear_code(data: bytes, status: int, code: str) -> None:
+    with pytest.raises(APIError) as error:
+        decode_image(data, LIMIT)
+    assert (error.value.status, error.value.code) == (status, code)
+
+
+def test_tiny_images_are_classifiable() -> None:
+    assert decode(image_bytes("RGB", (1, 1), "PNG")).size == (1, 1)

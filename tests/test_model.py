@@ -1,0 +1,130 @@
+"""The model wrapper: same numbers as torchvision's reference pipeline, clear load errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+from flask import Flask
+from PIL import Image
+from torchvision.models import ResNet18_Weights
+
+from app import create_app
+from images import decode_image
+from model import IMAGENET_LABELS, ModelLoadError, ModelSpec, load_classifier
+from tests.conftest import Photo
+
+
+def reference_logits(weights_file: Path, paths: list[Path]) -> torch.Tensor:
+    """torchvision's own pipeline: PIL convert("RGB"), weights.transforms(), the plain model."""
+    model = torchvision.models.resnet18()
+    model.load_state_dict(torch.load(weights_file, weights_only=True))
+    transforms = ResNet18_Weights.IMAGENET1K_V1.transforms()
+    batch = torch.stack([transforms(Image.open(path).convert("RGB")) for path in paths])
+    with torch.inference_mode():
+        return model.eval()(batch)
+
+
+def test_logits_equal_torchvision_reference_on_every_shared_photo(app: Flask, photos: list[Photo], seeded_weights: Path) -> None:
+    classifier = app.extensions["classifier"]
+    worst = 0.0
+    for start in range(0, len(photos), 20):
+        paths = [photo.path for photo in photos[start : start + 20]]
+        ours = classifier.logits([decode_image(path.read_bytes(), app.config["MAX_IMAGE_PIXELS"]).image for path in paths])
+        worst = max(worst, (ours - reference_logits(seeded_weights, paths)).abs().max().item())
+    assert worst < 1e-4
+
+
+def test_imagenet_classes_file_is_torchvisions_category_list() -> None:
+    assert IMAGENET_LABELS.read_text().splitlines() == ResNet18_Weights.IMAGENET1K_V1.meta["categories"]
+
+
+def test_predictions_are_sorted_softmax_probabilities(app: Flask, photos: list[Photo]) -> None:
+    classifier = app.extensions["classifier"]
+    image = decode_image(photos[0].path.read_bytes(), 10**8).image
+    top = classifier.predict([image], topk=1000)[0]
+    probabilities = [p.probability for p in top]
+    assert probabilities == sorted(probabilities, reverse=True)
+    assert sum(probabilities) == pytest.approx(1.0, abs=1e-4)
+    assert sorted(p.index for p in top) == list(range(1000))
+
+
+def test_model_is_built_once_per_process(seeded_weights: Path) -> None:
+    first = create_app({"MODEL_WEIGHTS": str(seeded_weights)})
+    second = create_app({"MODEL_WEIGHTS": str(seeded_weights)})
+    assert first.extensions["classifier"] is second.extensions["classifier"]
+
+
+def test_fine_tuned_head_takes_its_class_count_from_the_labels_file(tmp_path: Path) -> None:
+    torch.manual_seed(1)
+    weights = tmp_path / "cats-dogs.pth"
+    torch.save(torchvision.models.resnet18(num_classes=2).state_dict(), weights)
+    labels = tmp_path / "labels.txt"
+    labels.write_text("cat\ndog\n")
+    classifier = load_classifier(ModelSpec(weights_file=str(weights), labels_file=str(labels)))
+    top = classifier.predict([Image.new("RGB", (300, 200), "orange")], topk=2)[0]
+    assert {p.label for p in top} == {"cat", "dog"}
+
+
+def test_checkpoint_dicts_and_dataparallel_prefixes_are_unwrapped(tmp_path: Path, seeded_weights: Path) -> None:
+    state = torch.load(seeded_weights, weights_only=True)
+    wrapped = tmp_path / "checkpoint.pth"
+    torch.save({"epoch": 3, "model": {f"module.{k}": v for k, v in state.items()}}, wrapped)
+    classifier = load_classifier(ModelSpec(weights_file=str(wrapped)))
+    assert classifier.num_classes == 1000
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        (ModelSpec(weights_file="/nonexistent/weights.pth"), "no such file"),
+        (ModelSpec(arch="not_a_model"), "not a torchvision classification model"),
+        (ModelSpec(torchvision_weights="IMAGENET9K"), "not a weights entry"),
+        (ModelSpec(factory="no_such_module:build"), "could not be imported"),
+        (ModelSpec(factory="missing_colon"), "package.module:function"),
+        (ModelSpec(labels_file="/nonexistent/labels.txt"), "could not be read"),
+    ],
+)
+def test_load_errors_say_what_is_wrong(spec: ModelSpec, message: str) -> None:
+    with pytest.raises(ModelLoadError, match=message):
+        load_classifier(spec)
+
+
+def test_weights_that_do_not_fit_the_architecture_are_refused(seeded_weights: Path) -> None:
+    with pytest.raises(ModelLoadError, match="do not fit resnet34"):
+        load_classifier(ModelSpec(arch="resnet34", weights_file=str(seeded_weights)))
+
+
+def test_a_pickle_that_is_not_weights_only_is_refused(tmp_path: Path) -> None:
+    unsafe = tmp_path / "model.pth"
+    torch.save(torchvision.models.resnet18(), unsafe)  # a whole pickled module, not a state dict
+    with pytest.raises(ModelLoadError, match="weights-only state dict"):
+        load_classifier(ModelSpec(weights_file=str(unsafe)))
+
+
+def test_labels_that_do_not_match_the_head_are_refused(tmp_path: Path, seeded_weights: Path) -> None:
+    labels = tmp_path / "three.txt"
+    labels.write_text("a\nb\nc\n")
+    with pytest.raises(ModelLoadError, match="do not fit resnet18 with 3 classes"):
+        load_classifier(ModelSpec(weights_file=str(seeded_weights), labels_file=str(labels)))
+
+
+def test_missing_torchvision_weights_with_downloads_off_explain_the_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    with pytest.raises(ModelLoadError) as error:
+        load_classifier(ModelSpec(download=False))
+    message = str(error.value)
+    assert "resnet18-f37072fd.pth" in message and "MODEL_WEIGHTS" in message and "TORCH_HOME" in message
+
+
+def test_torchvision_cache_is_used_the_standard_way(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seeded_weights: Path) -> None:
+    # A file under $TORCH_HOME/hub/checkpoints with torchvision's name is loaded without any download.
+    checkpoints = tmp_path / "hub" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    (checkpoints / "resnet18-f37072fd.pth").write_bytes(seeded_weights.read_bytes())
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    classifier = load_classifier(ModelSpec(download=False))
+    assert classifier.weights_path == checkpoints / "resnet18-f37072fd.pth"
+    assert classifier.describe()["weights"]["source"] == "torchvision ResNet18_Weights.IMAGENET1K_V1"
