@@ -75,8 +75,10 @@ def ensure_cached(weights: WeightsEnum, download: bool = True) -> Path:
 
 
 def _reason(exc: Exception) -> str:
-    reason = getattr(exc, "reason", None) or exc
-    return str(reason).strip() or type(exc).__name__
+    """The gist of an exception: its first sentence, without torch's page-long advice."""
+    reason = str(getattr(exc, "reason", None) or exc).strip()
+    first = reason.splitlines()[0].split(". ")[0] if reason else type(exc).__name__
+    return first[:200]
 
 
 def load_torchvision(weights: WeightsEnum, download: bool = True) -> dict[str, Any]:
@@ -116,8 +118,8 @@ def load_local(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise WeightsError(f"MODEL_WEIGHTS={str(path)!r} {exc}.") from None
     except Exception as exc:
         raise WeightsError(
-            f"MODEL_WEIGHTS={str(path)!r} could not be read as a weights-only state dict ({_reason(exc)}). "
-            "Save it with torch.save(model.state_dict(), path)."
+            f"MODEL_WEIGHTS={str(path)!r} could not be read as a weights-only state dict ({_reason(exc)}): "
+            "it is corrupt, or a whole pickled model. Save weights with torch.save(model.state_dict(), path)."
         ) from None
 
 

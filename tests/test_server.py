@@ -1,0 +1,100 @@
+"""End to end: the real gunicorn started as the README says, real HTTP, then a clean stop."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests import service
+from tests.conftest import Photo
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, seeded_weights: Path) -> Iterator[service.Service]:
+    log = tmp_path_factory.mktemp("server") / "gunicorn.log"
+    running = service.start(log, {"MODEL_WEIGHTS": str(seeded_weights)}, workers=2)
+    yield running
+    running.stop()
+
+
+def test_multipart_upload_over_http(server: service.Service, photos: list[Photo]) -> None:
+    with open(photos[0].path, "rb") as file:
+        response = requests.post(f"{server.url}/classify", files={"image": file}, timeout=30)
+    assert response.status_code == 200
+    assert response.headers["Content-Type"] == "application/json"
+    assert len(response.json()["predictions"]) == 5
+
+
+def test_raw_body_over_http(server: service.Service, photos: list[Photo]) -> None:
+    response = requests.post(
+        f"{server.url}/classify?topk=3", data=photos[1].path.read_bytes(), headers={"Content-Type": "image/jpeg"}, timeout=30
+    )
+    assert response.status_code == 200 and len(response.json()["predictions"]) == 3
+
+
+def test_several_files_in_one_request_over_http(server: service.Service, photos: list[Photo]) -> None:
+    files = [("image", (p.path.name, p.path.read_bytes(), "image/jpeg")) for p in photos[:4]]
+    response = requests.post(f"{server.url}/classify", files=files, timeout=30)
+    assert [r["filename"] for r in response.json()["results"]] == [p.path.name for p in photos[:4]]
+
+
+def test_errors_over_http_are_json(server: service.Service) -> None:
+    response = requests.post(f"{server.url}/classify", files={"image": ("x.jpg", b"not an image")}, timeout=30)
+    assert response.status_code == 415 and response.json()["error"]["code"] == "invalid_image"
+    assert requests.get(f"{server.url}/missing", timeout=30).json()["error"]["code"] == "not_found"
+
+
+def test_concurrent_requests_all_answered_consistently_by_both_workers(server: service.Service, photos: list[Photo]) -> None:
+    chosen = photos[:8] * 4
+
+    def classify(photo: Photo) -> tuple[str, int]:
+        response = requests.post(f"{server.url}/classify", files={"image": (photo.path.name, photo.path.read_bytes())}, timeout=60)
+        assert response.status_code == 200
+        return photo.path.name, response.json()["predictions"][0]["index"]
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(pool.map(classify, chosen))
+    by_photo: dict[str, set[int]] = {}
+    for name, top1 in answers:
+        by_photo.setdefault(name, set()).add(top1)
+    assert all(len(top1s) == 1 for top1s in by_photo.values())  # every worker gives the same answer
+
+
+def test_model_endpoint_reports_threads_per_worker(server: service.Service) -> None:
+    # Two workers on this machine's CPUs: each gets its share of torch threads, never more.
+    body = requests.get(f"{server.url}/model", timeout=30).json()
+    from cpus import available_cpus
+
+    assert body["threads"] == max(1, available_cpus() // 2)
+
+
+def test_sigterm_stops_the_service_cleanly(tmp_path: Path, seeded_weights: Path) -> None:
+    running = service.start(tmp_path / "log", {"MODEL_WEIGHTS": str(seeded_weights)}, workers=2)
+    assert requests.get(f"{running.url}/health", timeout=10).status_code == 200
+    assert running.stop() == 0
+    assert "Shutting down: Master" in running.log()
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"MODEL_WEIGHTS": "/nonexistent/resnet18.pth"},
+        {"MODEL_WEIGHTS": "", "MODEL_DOWNLOAD": "0"},  # TORCH_HOME set to an empty folder below
+        {"MODEL_WEIGHTS": "__garbage__"},
+    ],
+    ids=["missing-file", "empty-cache-offline", "not-a-state-dict"],
+)
+def test_without_usable_weights_the_server_refuses_to_start_with_a_clear_message(tmp_path: Path, env: dict[str, str]) -> None:
+    garbage = tmp_path / "garbage.pth"
+    garbage.write_bytes(b"this is not a torch file")
+    env = {key: value.replace("__garbage__", str(garbage)) for key, value in env.items()}
+    result = service.run_to_exit({**env, "TORCH_HOME": str(tmp_path / "torch-home")})
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "classify: cannot start:" in output
+    assert "MODEL_WEIGHTS" in output
+    assert "Traceback" not in output
