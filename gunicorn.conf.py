@@ -18,7 +18,7 @@ _port = os.environ.get("PORT", "8000")
 bind = [f"[{_host}]:{_port}" if ":" in _host else f"{_host}:{_port}"]
 
 workers = int(os.environ.get("WEB_CONCURRENCY") or available_cpus())
-worker_class = "sync"
+worker_class = "sync_worker.SyncWorker"  # sync, plus a header deadline and JSON errors
 # Each worker's share of the CPUs for torch threads (see app.torch_threads).
 os.environ["CLASSIFY_WORKERS"] = str(workers)
 

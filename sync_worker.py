@@ -1,0 +1,103 @@
+"""gunicorn's sync worker, with a deadline for request headers and JSON for gunicorn's own errors.
+
+A sync worker reads a request's headers itself, with a blocking socket and no deadline. A client
+that connects and sends nothing (or a byte now and then) holds the worker until gunicorn's
+TIMEOUT kills it, and the replacement then spends seconds loading its model: measured, see
+RELIABILITY.md. Here the headers must arrive within HEADER_TIMEOUT seconds of the connection
+being accepted, or the client is answered 408 and the worker goes on to the next connection.
+The request body has its own deadline, UPLOAD_TIMEOUT, in body_guard.py.
+
+Errors gunicorn answers before the app runs (a request line over 4094 bytes, a malformed header,
+a bad Content-Length) are written as the service's JSON error instead of gunicorn's HTML page.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+from typing import Any
+
+from gunicorn import util
+from gunicorn.workers import sync
+
+import settings
+
+# Codes for the statuses gunicorn itself answers with (gunicorn/workers/base.py handle_error).
+GUNICORN_CODES = {
+    400: "bad_request",
+    403: "forbidden",
+    408: "header_timeout",
+    414: "uri_too_long",
+    417: "expectation_failed",
+    431: "header_fields_too_large",
+    500: "internal_error",
+    501: "not_implemented",
+}
+
+
+class HeaderTimeout(Exception):
+    """The request headers did not arrive within HEADER_TIMEOUT seconds."""
+
+    def __str__(self) -> str:
+        return "request headers did not arrive in time"
+
+
+def _raise_header_timeout(signum: int, frame: object) -> None:
+    raise HeaderTimeout
+
+
+def write_json_error(sock: Any, status_int: int, reason: str, mesg: str) -> None:
+    """Stands in for gunicorn.util.write_error: the same answer, as {"error": {code, message}}."""
+    code = GUNICORN_CODES.get(status_int) or reason.lower().replace(" ", "_")
+    message = mesg or ("The server failed to handle this request." if status_int >= 500 else reason)
+    body = json.dumps({"error": {"code": code, "message": message}}).encode()
+    head = (
+        f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
+        f"X-Content-Type-Options: nosniff\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    util.write_nonblock(sock, head.encode("latin-1") + body)
+
+
+# gunicorn's handle_error() computes the status and the message, then calls util.write_error.
+util.write_error = write_json_error
+
+
+class SyncWorker(sync.SyncWorker):
+    def init_process(self) -> None:
+        self.header_timeout = settings.load()["HEADER_TIMEOUT"]
+        super().init_process()  # runs the worker loop; returns only when the worker exits
+
+    def accept(self, listener: Any) -> None:
+        client, addr = listener.accept()
+        client.setblocking(1)
+        util.close_on_exec(client)
+        # A process timer, not a socket timeout: a socket timeout bounds each recv(), and a client
+        # sending a byte at a time would reset it forever.
+        previous = signal.signal(signal.SIGALRM, _raise_header_timeout)
+        signal.setitimer(signal.ITIMER_REAL, self.header_timeout)
+        try:
+            self.handle(listener, client, addr)
+        except HeaderTimeout:
+            # Fired while gunicorn lingered on a connection whose client left before its headers
+            # were complete (no answer is owed): just close it.
+            with contextlib.suppress(OSError):
+                client.close()
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+
+    def handle_request(self, listener: Any, req: Any, client: Any, addr: Any) -> None:
+        signal.setitimer(signal.ITIMER_REAL, 0)  # the headers are in; the body has UPLOAD_TIMEOUT
+        super().handle_request(listener, req, client, addr)
+
+    def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
+        signal.setitimer(signal.ITIMER_REAL, 0)  # not while gunicorn answers and lingers
+        if isinstance(exc, HeaderTimeout):
+            self.log.warning("Request headers from ip=%s did not arrive within %ss", (addr or ("",))[0], self.header_timeout)
+            try:
+                write_json_error(client, 408, "Request Timeout", f"The request headers did not arrive within {self.header_timeout:g} seconds.")
+            except Exception:
+                self.log.debug("Failed to send the header timeout answer.")
+            return
+        super().handle_error(req, client, addr, exc)
