@@ -7,12 +7,18 @@ from dataclasses import dataclass
 from typing import IO
 
 from flask import Request
+from werkzeug.formparser import FormDataParser
 from werkzeug.http import parse_options_header
 
 from errors import APIError
 
 IMAGE_FIELDS = ("image", "file")  # "file" is the name most tutorials use
 RAW_TYPES = ("application/octet-stream",)  # plus every image/* type
+
+MULTIPART_HINT = (
+    "the Content-Type needs a boundary parameter that matches the body's --boundary lines, "
+    "and the body must end with --boundary--."
+)
 
 HOW_TO_SEND = (
     "Send the image as multipart/form-data in the field 'image' (curl -F image=@photo.jpg), "
@@ -27,6 +33,17 @@ class InMemoryRequest(Request):
         self, total_content_length: int | None, content_type: str | None, filename: str | None = None, content_length: int | None = None
     ) -> IO[bytes]:
         return io.BytesIO()
+
+    def make_form_data_parser(self) -> FormDataParser:
+        parser = super().make_form_data_parser()
+        parser.silent = False  # werkzeug would read a broken body as an empty form: "no image" misleads
+        return parser
+
+    def _load_form_data(self) -> None:
+        try:
+            super()._load_form_data()
+        except ValueError:
+            raise APIError(400, "malformed_multipart", f"The multipart body could not be read: {MULTIPART_HINT}") from None
 
 
 @dataclass
