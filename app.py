@@ -11,6 +11,7 @@ import api
 import settings
 from cpus import available_cpus
 from errors import register_error_handlers
+from hardening import harden
 from model import ModelSpec, load_classifier, set_threads
 from upload import InMemoryRequest
 
@@ -26,6 +27,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.config.update(settings.load(config))
     app.request_class = InMemoryRequest
     app.json.sort_keys = False  # type: ignore[attr-defined]
+    harden(app)  # before the model: a bad API_KEYS_FILE fails fast
 
     set_threads(torch_threads(app.config))
     app.extensions["classifier"] = load_classifier(ModelSpec.from_settings(app.config))

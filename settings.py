@@ -26,6 +26,11 @@ DEFAULTS: dict[str, Any] = {
     "MAX_IMAGE_PIXELS": 100_000_000,
     "MAX_FILES": 32,
     "DEFAULT_TOPK": 5,
+    "UPLOAD_TIMEOUT": 10.0,  # seconds for the whole request body to arrive (see body_guard.py)
+    "HEADER_TIMEOUT": 10.0,  # seconds for the request headers to arrive (see sync_worker.py)
+    "API_KEYS": [],  # empty: no key needed (see access.py)
+    "API_KEYS_FILE": None,  # one key per line, added to API_KEYS
+    "CORS_ORIGINS": [],  # empty: no CORS headers at all
 }
 
 
@@ -60,6 +65,17 @@ def _text(text: str) -> str | None:
     return text.strip() or None
 
 
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise ValueError("must be more than 0")
+    return value
+
+
+def _list(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
 # environment variable -> (config key, parser)
 ENVIRONMENT: dict[str, tuple[str, Callable[[str], Any]]] = {
     "MODEL_ARCH": ("MODEL_ARCH", str.strip),
@@ -75,6 +91,11 @@ ENVIRONMENT: dict[str, tuple[str, Callable[[str], Any]]] = {
     "MAX_IMAGE_PIXELS": ("MAX_IMAGE_PIXELS", _positive_int),
     "MAX_FILES": ("MAX_FILES", _positive_int),
     "DEFAULT_TOPK": ("DEFAULT_TOPK", _positive_int),
+    "UPLOAD_TIMEOUT": ("UPLOAD_TIMEOUT", _seconds),
+    "HEADER_TIMEOUT": ("HEADER_TIMEOUT", _seconds),
+    "API_KEYS": ("API_KEYS", _list),
+    "API_KEYS_FILE": ("API_KEYS_FILE", _text),
+    "CORS_ORIGINS": ("CORS_ORIGINS", _list),
 }
 
 
