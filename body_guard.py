@@ -29,8 +29,10 @@ from errors import APIError
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 CHUNK = 64 * 1024
-# After refusing a body, read at most this many times the upload limit to let the client finish.
+# After an early answer, read and discard at most this much of the body to let the client finish
+# sending (and so read the answer): twice the upload limit, and at least 32 MiB.
 DRAIN_FACTOR = 2
+DRAIN_MIN_BYTES = 32 * 1024 * 1024
 
 
 class _Expired(Exception):
@@ -123,10 +125,10 @@ class GuardedInput(io.RawIOBase):
         return bool(self._read_within_deadline(1))
 
     def drain(self) -> None:
-        """Read and discard what is left, within the deadline and DRAIN_FACTOR x the limit."""
+        """Read and discard what is left, within the deadline and the drain cap."""
         if self.broken:
             return
-        cap = (self._max or 0) * DRAIN_FACTOR
+        cap = max((self._max or 0) * DRAIN_FACTOR, DRAIN_MIN_BYTES)
         if self._length is not None and self._length - self.received > cap:
             return  # it would not finish within the cap anyway: close and let the client see it
         drained = 0

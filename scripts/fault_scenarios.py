@@ -160,21 +160,26 @@ class SlowClientResult:
     workers_after: list[int]
 
 
-def slow_client(service: Service, payload: Payload, mode: str, interval: float = 0.5, limit: float = 60) -> SlowClientResult:
-    """A client that trickles its body ("body") or sends nothing at all ("silent")."""
+def slow_client(
+    service: Service, payload: Payload, mode: str, interval: float = 0.5, limit: float = 60, headers: dict[str, str] | None = None
+) -> SlowClientResult:
+    """A client that trickles its headers ("headers") or its body ("body"), or sends nothing ("silent")."""
     master = service.master_pid()
     before = children(master)
     host, _ = _address(service.url)
     sock = socket.create_connection(_address(service.url), timeout=interval)
+    extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
+    head = f"POST /classify HTTP/1.1\r\nHost: {host}\r\n{extra}Content-Type: image/jpeg\r\nContent-Length: {len(payload.body)}\r\n\r\n".encode()
+    trickled = {"body": payload.body, "headers": head, "silent": b""}[mode]
     if mode == "body":
-        sock.sendall(f"POST /classify HTTP/1.1\r\nHost: {host}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(payload.body)}\r\n\r\n".encode())
+        sock.sendall(head)
     started = time.monotonic()
     other: list[float] = []
 
     def normal_request() -> None:
         time.sleep(interval)
         t = time.monotonic()
-        requests.post(f"{service.url}/classify", data=payload.body, headers={"Content-Type": payload.content_type}, timeout=60)
+        requests.post(f"{service.url}/classify", data=payload.body, headers={"Content-Type": payload.content_type, **(headers or {})}, timeout=60)
         other.append(time.monotonic() - t)
 
     thread = threading.Thread(target=normal_request)
@@ -183,8 +188,8 @@ def slow_client(service: Service, payload: Payload, mode: str, interval: float =
     sent = 0
     while time.monotonic() - started < limit:
         try:
-            if mode == "body" and sent < len(payload.body):
-                sock.sendall(payload.body[sent : sent + 1])
+            if sent < len(trickled):
+                sock.sendall(trickled[sent : sent + 1])
                 sent += 1
             chunk = sock.recv(65536)
             if not chunk:

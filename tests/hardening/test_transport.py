@@ -1,0 +1,74 @@
+"""What reaches the app over real HTTP: body limits, deadlines, framing, and answers that arrive."""
+
+from __future__ import annotations
+
+import pytest
+
+from body_guard import DRAIN_MIN_BYTES
+from scripts.fault_scenarios import slow_client
+from scripts.traffic import Payload
+from tests import service
+from tests.hardening.answers import assert_json_answer
+from tests.hardening.conftest import API_KEY, TIMEOUTS
+from tests.hardening.corpus import MAX_BYTES, chunked, request_head, short_body_request
+from tests.hardening.wire import build, exchange, with_header
+
+pytestmark = pytest.mark.usefixtures("watch_workers")
+DEADLINE = float(TIMEOUTS["UPLOAD_TIMEOUT"])
+
+
+def keyed(request: bytes) -> bytes:
+    return with_header(request, "X-API-Key", API_KEY)
+
+
+def chunked_request(body: bytes, content_type: str = "image/jpeg") -> bytes:
+    return keyed(request_head(content_type, "Transfer-Encoding: chunked") + chunked(body))
+
+
+def test_a_chunked_photo_within_the_limit_is_classified(live: service.Service, photo: bytes) -> None:
+    answer = exchange(live.url, chunked_request(photo))
+    assert_json_answer(answer.status or 0, answer.headers, answer.body, 200, None)
+
+
+def test_a_chunked_body_of_exactly_the_limit_is_read_and_one_byte_more_is_a_413(live: service.Service) -> None:
+    exactly = exchange(live.url, chunked_request(b"\xff" * MAX_BYTES))
+    assert (exactly.status, exactly.json()["error"]["code"]) == (415, "invalid_image")  # read whole, then judged
+    over = exchange(live.url, chunked_request(b"\xff" * (MAX_BYTES + 1)))
+    assert (over.status, over.json()["error"]["code"]) == (413, "payload_too_large")
+
+
+def test_a_client_sending_a_body_over_the_limit_can_finish_sending_and_reads_the_413(live: service.Service) -> None:
+    # Refused from its Content-Length before reading; the rest is drained after the answer, so the
+    # client's send does not fail (without the drain it meets a broken pipe, see RELIABILITY.md).
+    body = b"\xff" * (16 * MAX_BYTES)  # more than loopback's socket buffers hold: without the drain, a reset
+    answer = exchange(live.url, keyed(build("POST", "/classify", {"Content-Type": "image/jpeg"}, body)))
+    assert answer.send_error is None
+    assert (answer.status, answer.json()["error"]["code"]) == (413, "payload_too_large")
+
+
+def test_a_body_far_over_the_limit_is_refused_unread_and_the_413_still_arrives(live: service.Service) -> None:
+    body = b"\xff" * (DRAIN_MIN_BYTES + 8 * MAX_BYTES)  # beyond what is drained: the worker reads none of it
+    answer = exchange(live.url, keyed(build("POST", "/classify", {"Content-Type": "image/jpeg"}, body)))
+    assert (answer.status, answer.json()["error"]["code"]) == (413, "payload_too_large")
+
+
+def test_an_unauthorized_upload_is_answered_401_after_the_client_finished_sending(live: service.Service, photo: bytes) -> None:
+    answer = exchange(live.url, build("POST", "/classify", {"Content-Type": "image/jpeg"}, photo * 5))
+    assert answer.send_error is None and answer.status == 401
+
+
+def test_a_body_shorter_than_its_content_length_is_a_400(live: service.Service, photo: bytes) -> None:
+    answer = exchange(live.url, keyed(short_body_request(photo[:5000])), half_close=True)
+    assert_json_answer(answer.status or 0, answer.headers, answer.body, 400, "incomplete_body")
+
+
+@pytest.mark.parametrize("mode", ["body", "headers", "silent"])
+def test_a_slow_client_is_answered_408_at_its_deadline_and_the_other_worker_keeps_serving(
+    live: service.Service, photo: bytes, mode: str
+) -> None:
+    result = slow_client(live, Payload(photo), mode, interval=0.3, limit=DEADLINE + 8, headers={"X-API-Key": API_KEY})
+    assert result.status == 408
+    assert result.code == ("upload_timeout" if mode == "body" else "header_timeout")
+    assert DEADLINE - 0.2 <= result.seconds < DEADLINE + 3  # 3 s: gunicorn's lingering close, at most 2 s
+    assert result.other_request_seconds < DEADLINE  # served by the other worker, not queued behind
+    assert result.workers_after == result.workers_before
