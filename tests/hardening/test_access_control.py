@@ -1,0 +1,94 @@
+"""Optional API keys: Bearer or X-API-Key, every key compared in constant time, /health open."""
+
+from __future__ import annotations
+
+import hmac
+from pathlib import Path
+
+import pytest
+import requests
+from flask.testing import FlaskClient
+
+import access
+from app import create_app
+from settings import ConfigError
+from tests import service
+from tests.hardening.conftest import API_KEY
+
+
+def assert_unauthorized(response, invalid: bool) -> None:  # noqa: ANN001
+    assert response.status_code == 401
+    assert response.get_json()["error"]["code"] == "unauthorized"
+    challenge = response.headers["WWW-Authenticate"]
+    assert challenge.startswith('Bearer realm="classify"')
+    assert ('error="invalid_token"' in challenge) is invalid
+
+
+def test_without_keys_configured_every_route_is_open(client: FlaskClient) -> None:
+    assert client.get("/model").status_code == 200
+
+
+def test_a_request_without_a_key_is_a_401_with_a_bearer_challenge(hardened_client: FlaskClient) -> None:
+    assert_unauthorized(hardened_client.get("/model"), invalid=False)
+    assert_unauthorized(hardened_client.post("/classify", data=b"x", content_type="image/jpeg"), invalid=False)
+
+
+@pytest.mark.parametrize("headers", [{"Authorization": "Bearer wrong"}, {"X-API-Key": "wrong"}, {"X-API-Key": API_KEY + "x"},
+                                     {"X-API-Key": API_KEY[:-1]}, {"Authorization": "Bearer ключ-😀"}, {"Authorization": f"Basic {API_KEY}"}])
+def test_a_wrong_key_is_a_401(hardened_client: FlaskClient, headers: dict[str, str]) -> None:
+    response = hardened_client.get("/model", headers=headers)
+    assert_unauthorized(response, invalid="X-API-Key" in headers or headers["Authorization"].startswith("Bearer"))
+
+
+@pytest.mark.parametrize("headers", [{"Authorization": f"Bearer {API_KEY}"}, {"Authorization": f"bearer  {API_KEY} "}, {"X-API-Key": API_KEY}])
+def test_the_right_key_in_either_header_is_let_in(hardened_client: FlaskClient, headers: dict[str, str]) -> None:
+    assert hardened_client.get("/model", headers=headers).status_code == 200
+
+
+def test_health_stays_open_and_unknown_routes_are_not_revealed(hardened_client: FlaskClient) -> None:
+    assert hardened_client.get("/health").status_code == 200
+    assert hardened_client.get("/no-such-route").status_code == 401
+
+
+def test_keys_come_from_the_environment_and_from_a_file_with_comments(tmp_path: Path, seeded_weights: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    keys_file = tmp_path / "keys"
+    keys_file.write_text("# rotated 2026-01\nfile-key-1\n\n  file-key-2  \n")
+    monkeypatch.setenv("API_KEYS", "env-key-1, env-key-2")
+    monkeypatch.setenv("API_KEYS_FILE", str(keys_file))
+    client = create_app({"MODEL_WEIGHTS": str(seeded_weights)}).test_client()
+    for key in ("env-key-1", "env-key-2", "file-key-1", "file-key-2"):
+        assert client.get("/model", headers={"X-API-Key": key}).status_code == 200, key
+    assert client.get("/model", headers={"X-API-Key": "# rotated 2026-01"}).status_code == 401
+
+
+@pytest.mark.parametrize("content", [None, "# only a comment\n"], ids=["missing file", "no keys in file"])
+def test_an_unusable_keys_file_stops_the_app_from_starting(tmp_path: Path, seeded_weights: Path, content: str | None) -> None:
+    keys_file = tmp_path / "keys"
+    if content is not None:
+        keys_file.write_text(content)
+    with pytest.raises(ConfigError, match="API_KEYS_FILE"):
+        create_app({"MODEL_WEIGHTS": str(seeded_weights), "API_KEYS_FILE": str(keys_file)})
+
+
+def test_every_configured_key_is_compared_on_every_attempt(monkeypatch: pytest.MonkeyPatch) -> None:
+    # No early exit: the time taken does not say which key, if any, matched.
+    calls = []
+    real = hmac.compare_digest
+
+    def counting(a: bytes, b: bytes) -> bool:
+        calls.append((a, b))
+        return real(a, b)
+
+    monkeypatch.setattr(access.hmac, "compare_digest", counting)
+    digests = [access._digest(key) for key in ("first", "second", "third")]
+    assert access.key_matches("first", digests)
+    assert not access.key_matches("nope", digests)
+    assert len(calls) == 6
+    assert all(len(a) == len(b) == 32 for a, b in calls)  # digests: the key's length does not show either
+
+
+def test_over_http_a_key_is_needed_and_health_is_open(live: service.Service) -> None:
+    response = requests.get(f"{live.url}/model", timeout=30)
+    assert response.status_code == 401 and response.headers["WWW-Authenticate"].startswith("Bearer")
+    assert requests.get(f"{live.url}/model", headers={"Authorization": f"Bearer {API_KEY}"}, timeout=30).status_code == 200
+    assert requests.get(f"{live.url}/health", timeout=30).status_code == 200

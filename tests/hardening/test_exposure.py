@@ -1,0 +1,97 @@
+"""What the service shows: security headers, CORS only for allowed origins, no debug, no internals."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import requests
+from flask.testing import FlaskClient
+
+from app import create_app
+from tests import service
+from tests.hardening.answers import assert_no_internals
+from tests.hardening.conftest import API_KEY, ORIGIN
+
+KEY = {"X-API-Key": API_KEY}
+
+
+@pytest.mark.parametrize(("method", "path", "status"), [("GET", "/model", 200), ("GET", "/nope", 404), ("POST", "/classify", 400)])
+def test_every_answer_carries_the_security_headers(hardened_client: FlaskClient, method: str, path: str, status: int) -> None:
+    response = hardened_client.open(path, method=method, headers=KEY)
+    assert response.status_code == status
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert response.headers["X-Frame-Options"] == "DENY"
+    assert response.headers["Referrer-Policy"] == "no-referrer"
+    assert response.headers["Content-Security-Policy"] == "default-src 'none'; frame-ancestors 'none'"
+    assert response.headers["Cache-Control"] == "no-store"
+
+
+def test_cors_is_off_by_default(client: FlaskClient) -> None:
+    response = client.get("/model", headers={"Origin": ORIGIN})
+    assert "Access-Control-Allow-Origin" not in response.headers
+    preflight = client.options("/classify", headers={"Origin": ORIGIN, "Access-Control-Request-Method": "POST"})
+    assert "Access-Control-Allow-Origin" not in preflight.headers
+
+
+def test_cors_answers_only_the_allowed_origins(hardened_client: FlaskClient) -> None:
+    allowed = hardened_client.get("/model", headers={**KEY, "Origin": ORIGIN})
+    assert allowed.headers["Access-Control-Allow-Origin"] == ORIGIN
+    other = hardened_client.get("/model", headers={**KEY, "Origin": "https://evil.example"})
+    assert "Access-Control-Allow-Origin" not in other.headers
+
+
+def test_a_preflight_from_an_allowed_origin_needs_no_key_and_allows_the_key_headers(hardened_client: FlaskClient) -> None:
+    response = hardened_client.options(
+        "/classify", headers={"Origin": ORIGIN, "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "x-api-key"}
+    )
+    assert response.status_code == 200
+    assert response.headers["Access-Control-Allow-Origin"] == ORIGIN
+    assert "x-api-key" in response.headers["Access-Control-Allow-Headers"].lower()
+
+
+def test_a_401_is_readable_by_an_allowed_browser_origin(hardened_client: FlaskClient) -> None:
+    response = hardened_client.get("/model", headers={"Origin": ORIGIN})
+    assert response.status_code == 401 and response.headers["Access-Control-Allow-Origin"] == ORIGIN
+
+
+def test_flask_debug_in_the_environment_does_not_turn_debug_on(seeded_weights: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FLASK_DEBUG", "1")
+    app = create_app({"MODEL_WEIGHTS": str(seeded_weights)})
+    assert app.debug is False
+
+
+def test_a_bug_is_a_json_500_without_stack_trace_or_paths_even_with_flask_debug_set(
+    seeded_weights: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FLASK_DEBUG", "1")
+    app = create_app({"MODEL_WEIGHTS": str(seeded_weights)})
+
+    def broken() -> str:
+        raise RuntimeError(f"failed to open {Path(__file__)}")
+
+    app.add_url_rule("/broken", view_func=broken)
+    response = app.test_client().get("/broken")
+    assert response.status_code == 500
+    assert response.get_json()["error"]["code"] == "internal_error"
+    assert_no_internals(response.get_data())
+
+
+@pytest.mark.parametrize(("variable", "value", "limit", "expected"), [
+    ("MAX_UPLOAD_MB", "3", "max_upload_bytes", 3 * 1024 * 1024),
+    ("MAX_IMAGE_PIXELS", "5000000", "max_image_pixels", 5_000_000),
+    ("MAX_FILES", "7", "max_files", 7),
+])
+def test_limits_are_set_by_environment_and_reported(
+    seeded_weights: Path, monkeypatch: pytest.MonkeyPatch, variable: str, value: str, limit: str, expected: int
+) -> None:
+    monkeypatch.setenv(variable, value)
+    body = create_app({"MODEL_WEIGHTS": str(seeded_weights)}).test_client().get("/model").get_json()
+    assert body["limits"][limit] == expected
+
+
+def test_over_http_answers_carry_the_security_headers_and_cors(live: service.Service) -> None:
+    response = requests.get(f"{live.url}/model", headers={**KEY, "Origin": ORIGIN}, timeout=30)
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert response.headers["Access-Control-Allow-Origin"] == ORIGIN
+    assert "Access-Control-Allow-Origin" not in requests.get(f"{live.url}/model", headers={**KEY, "Origin": "https://evil.example"}, timeout=30).headers
