@@ -1,0 +1,45 @@
+"""Schemathesis against /openapi.json: no 5xx, and every answer as the document says.
+
+The document comes with the API documentation (issue 4). Until the app serves it, this test is
+skipped with that reason; once /openapi.json answers, it runs with no change here.
+Schemathesis' pytest plugin does not run under pytest 9 (it reads a removed private attribute), so
+each operation's strategy is driven by hypothesis directly.
+One check is left out: "schema-valid data is accepted" cannot hold for an upload, since a schema
+says "binary", not "a decodable photo", and random bytes are rightly refused with a 415.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+import schemathesis
+from schemathesis import checks
+from flask import Flask
+from hypothesis import HealthCheck, given, settings
+
+from tests.hardening.conftest import API_KEY
+
+OPENAPI = "/openapi.json"
+KEY = {"X-API-Key": API_KEY}
+BOUNDED = settings(max_examples=25, deadline=timedelta(seconds=10), database=None, suppress_health_check=list(HealthCheck))
+
+
+@pytest.fixture
+def api_schema(hardened_app: Flask) -> schemathesis.BaseSchema:
+    if hardened_app.test_client().get(OPENAPI, headers=KEY).status_code == 404:
+        pytest.skip(f"the app serves no {OPENAPI} yet (it comes with issue 4's API documentation)")
+    return schemathesis.openapi.from_wsgi(OPENAPI, hardened_app, headers=KEY)
+
+
+def test_every_documented_operation_answers_without_5xx_and_as_documented(api_schema: schemathesis.BaseSchema) -> None:
+    operations = [result.ok() for result in api_schema.get_all_operations()]
+    assert operations, f"{OPENAPI} documents no operation"
+    for operation in operations:
+
+        @BOUNDED
+        @given(case=operation.as_strategy())
+        def answers_as_documented(case: schemathesis.Case) -> None:
+            case.call_and_validate(headers=KEY, excluded_checks=[checks.positive_data_acceptance])
+
+        answers_as_documented()
