@@ -56,8 +56,9 @@ def sigterm(folder: Path, env: dict[str, str], seconds: float) -> Row:
         result = sigterm_with_requests_in_flight(running, photo_payloads(1)[0], in_flight=2, pause=1.0)
     finally:
         running.stop()
-    happened = (f"in-flight answers {result.in_flight_statuses}; new connection after the signal: "
-                f"{result.new_connection_after_signal}; exit code {result.exit_code} after {result.seconds_to_exit:.1f}s")
+    late = result.late_request.status or result.late_request.failure
+    happened = (f"in-flight answers {result.in_flight_statuses}; a request sent after the signal: {late}; "
+                f"exit code {result.exit_code} after {result.seconds_to_exit:.1f}s")
     held = result.in_flight_statuses == [200, 200] and result.exit_code == 0
     return ("SIGTERM the master", "2 uploads half-sent (both workers busy), TERM, then the rest", happened, held)
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import requests
 
 from scripts.procs import children, wait_for_workers
-from scripts.traffic import Outcome, Payload, Run, hammer
+from scripts.traffic import Outcome, Payload, Run, hammer, send
 from tests.service import Service
 
 
@@ -117,7 +117,7 @@ def _status_of(sock: socket.socket) -> int | None:
 @dataclass
 class StopResult:
     in_flight_statuses: list[int | None]
-    new_connection_after_signal: str
+    late_request: Outcome  # a request sent after the signal, while the in-flight ones are still running
     exit_code: int | None
     seconds_to_exit: float
 
@@ -126,7 +126,8 @@ def sigterm_with_requests_in_flight(service: Service, payload: Payload, in_fligh
     """Every worker is busy reading an upload when SIGTERM arrives; then the uploads finish.
 
     Each in-flight request has sent its headers and half its body: a worker is provably in the
-    middle of it. The rest is sent `pause` seconds after the signal.
+    middle of it. The rest is sent `pause` seconds after the signal. A request sent after the
+    signal shows what happens to newcomers during a graceful stop.
     """
     master = service.master_pid()
     half = len(payload.body) // 2
@@ -134,12 +135,11 @@ def sigterm_with_requests_in_flight(service: Service, payload: Payload, in_fligh
     time.sleep(0.5)  # let the workers accept them
     signalled = time.monotonic()
     os.kill(master, signal.SIGTERM)
+    late: list[Outcome] = []
+    late_thread = threading.Thread(target=lambda: late.append(send(f"{service.url}/classify", payload, timeout=60)))
+    time.sleep(0.2)
+    late_thread.start()
     time.sleep(pause)
-    try:
-        socket.create_connection(_address(service.url), timeout=2).close()
-        new_connection = "accepted"
-    except OSError as error:
-        new_connection = type(error).__name__
     for sock in sockets:
         sock.sendall(payload.body[half:])
     statuses = [_status_of(sock) for sock in sockets]
@@ -147,7 +147,8 @@ def sigterm_with_requests_in_flight(service: Service, payload: Payload, in_fligh
         code: int | None = service.process.wait(60)
     except Exception:
         code = None
-    return StopResult(statuses, new_connection, code, time.monotonic() - signalled)
+    late_thread.join()
+    return StopResult(statuses, late[0], code, time.monotonic() - signalled)
 
 
 @dataclass

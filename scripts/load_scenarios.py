@@ -37,11 +37,13 @@ LOAD_HEADER = ["scenario", "clients", "time", "requests", "200", "503", "failed"
                "workers lost"]
 
 
-def sustained_load(service: Service, payloads: list[Payload], clients: int, seconds: float, timeout: float = 60) -> LoadResult:
+def sustained_load(
+    service: Service, payloads: list[Payload], clients: int, seconds: float, timeout: float = 60, headers: dict[str, str] | None = None
+) -> LoadResult:
     """`clients` concurrent clients for `seconds`; every request should be answered."""
     master = service.master_pid()
     before = children(master)
-    run = hammer(f"{service.url}/classify", payloads, clients, seconds=seconds, timeout=timeout)
+    run = hammer(f"{service.url}/classify", payloads, clients, seconds=seconds, timeout=timeout, headers=headers)
     return LoadResult(run, clients, before, children(master))
 
 
@@ -70,14 +72,16 @@ class MemoryResult:
 MEMORY_HEADER = ["worker pid", "RSS after warm-up MiB", "RSS at end MiB", "growth"]
 
 
-def memory_soak(service: Service, payloads: list[Payload], requests: int, warmup: int, clients: int = 4) -> MemoryResult:
+def memory_soak(
+    service: Service, payloads: list[Payload], requests: int, warmup: int, clients: int = 4, headers: dict[str, str] | None = None
+) -> MemoryResult:
     """`warmup` requests, RSS of every worker, then `requests` more, RSS again."""
     master = service.master_pid()
     url = f"{service.url}/classify"
-    hammer(url, payloads, clients, requests=warmup, timeout=60)
+    hammer(url, payloads, clients, requests=warmup, timeout=60, headers=headers)
     before = children(master)
     rss_warm = {pid: rss_bytes(pid) for pid in before}
-    run = hammer(url, payloads, clients, requests=requests, timeout=60)
+    run = hammer(url, payloads, clients, requests=requests, timeout=60, headers=headers)
     after = children(master)
     rss_end = {pid: rss_bytes(pid) for pid in after}
     return MemoryResult(LoadResult(run, clients, before, after), warmup, rss_warm, rss_end)
