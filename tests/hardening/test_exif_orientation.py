@@ -6,6 +6,7 @@ import io
 
 import pytest
 import requests
+from flask import Flask
 from flask.testing import FlaskClient
 from PIL import Image
 
@@ -39,6 +40,11 @@ def upright(photo: bytes) -> Image.Image:
     return Image.open(io.BytesIO(photo)).convert("RGB")
 
 
+@pytest.fixture(scope="module")
+def upright_answer(hardened_app: Flask, upright: Image.Image) -> dict:
+    return classify(hardened_app.test_client(), encode(upright, "PNG"), "image/png")
+
+
 def classify(client: FlaskClient, data: bytes, content_type: str) -> dict:
     response = client.post("/classify?topk=1000", data=data, content_type=content_type, headers={"X-API-Key": API_KEY})
     assert response.status_code == 200, response.get_data(as_text=True)
@@ -46,13 +52,14 @@ def classify(client: FlaskClient, data: bytes, content_type: str) -> dict:
 
 
 @pytest.mark.parametrize("orientation", sorted(STORE))
-def test_every_exif_orientation_gives_exactly_the_upright_answer(hardened_client: FlaskClient, upright: Image.Image, orientation: int) -> None:
+def test_every_exif_orientation_gives_exactly_the_upright_answer(
+    hardened_client: FlaskClient, upright: Image.Image, upright_answer: dict, orientation: int
+) -> None:
     # PNG is lossless, so the turned-back pixels are the upright ones and the answers must be equal.
-    expected = classify(hardened_client, encode(upright, "PNG"), "image/png")
     stored = encode(upright.transpose(STORE[orientation]), "PNG", orientation)
     answer = classify(hardened_client, stored, "image/png")
     assert (answer["image"]["width"], answer["image"]["height"]) == upright.size
-    assert answer["predictions"] == expected["predictions"]
+    assert answer["predictions"] == upright_answer["predictions"]
 
 
 def test_a_sideways_jpeg_is_classified_like_the_upright_one_over_http(live: service.Service, upright: Image.Image) -> None:

@@ -33,7 +33,7 @@ def chaos(tmp_path_factory: pytest.TempPathFactory, served_weights: Path) -> Ite
 
 
 def test_sigkill_of_a_worker_under_load_fails_at_most_its_one_request_and_the_master_replaces_it(chaos: service.Service) -> None:
-    result = sigkill_under_load(chaos, photo_payloads(20), clients=8, seconds=5, kill_after=1.5)
+    result = sigkill_under_load(chaos, photo_payloads(20), clients=8, seconds=3, kill_after=1)
     failed = result.run.failures()
     assert len(failed) <= 1  # a sync worker has exactly one request in flight
     assert all(o.status is None and o.started < result.signalled_at for o in failed)  # no answer, never a 5xx; sent before the kill
@@ -46,7 +46,7 @@ def test_sighup_replaces_every_worker_with_new_weights_and_no_failed_request(
     chaos: service.Service, served_weights: Path, tmp_path: Path
 ) -> None:
     new = seeded_weights(tmp_path / "new.pth", seed=1)
-    result = sighup_under_load(chaos, photo_payloads(20), clients=8, seconds=6, hup_after=1.5, weights=served_weights, new_weights=new)
+    result = sighup_under_load(chaos, photo_payloads(20), clients=8, seconds=4, hup_after=1, weights=served_weights, new_weights=new)
     assert result.run.failures() == []
     assert len(result.run.outcomes) > 8
     assert not set(result.workers_before) & set(result.workers_after)

@@ -21,8 +21,8 @@ KEY = {"X-API-Key": API_KEY}
 def test_64_concurrent_clients_against_two_workers_all_get_an_answer(live: service.Service) -> None:
     master = live.master_pid()
     before = children(master)
-    run = hammer(f"{live.url}/classify", photo_payloads(20), clients=64, seconds=4, timeout=60, headers=KEY)
-    print(f"\n64 clients, 4 s: {len(run.outcomes)} requests, p50 {run.percentile(0.5) * 1000:.0f} ms, "
+    run = hammer(f"{live.url}/classify", photo_payloads(20), clients=64, seconds=2, timeout=60, headers=KEY)
+    print(f"\n64 clients, 2 s: {len(run.outcomes)} requests, p50 {run.percentile(0.5) * 1000:.0f} ms, "
           f"p99 {run.percentile(0.99) * 1000:.0f} ms, {run.throughput:.1f} req/s, outcomes {dict(run.counts())}")
     assert len(run.outcomes) >= 64
     assert run.failures() == []  # no timeout, no reset, no status but 200
@@ -30,8 +30,8 @@ def test_64_concurrent_clients_against_two_workers_all_get_an_answer(live: servi
 
 
 def test_worker_memory_stays_flat_after_the_warm_up(live: service.Service) -> None:
-    result = memory_soak(live, photo_payloads(50), requests=150, warmup=60, headers=KEY)
-    print("\n" + table([result.load.row("150 requests")], LOAD_HEADER) + "\n" + table(result.rows(), MEMORY_HEADER))
+    result = memory_soak(live, photo_payloads(50), requests=100, warmup=40, headers=KEY)
+    print("\n" + table([result.load.row("100 requests")], LOAD_HEADER) + "\n" + table(result.rows(), MEMORY_HEADER))
     assert result.load.run.failures() == []
     assert result.load.workers_lost == 0
     assert result.worst_growth < 0.05

@@ -20,7 +20,7 @@ from tests.hardening.conftest import API_KEY
 
 pytestmark = pytest.mark.usefixtures("watch_workers")
 
-BOUNDED = settings(max_examples=50, deadline=timedelta(seconds=10), database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+BOUNDED = settings(max_examples=30, deadline=timedelta(seconds=10), database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 PHOTO = shared_photos()[1].path.read_bytes()
 # Magic numbers so random bytes reach each format's decoder, not only the sniffing in front of them.
 MAGIC = [b"", b"\xff\xd8\xff\xe0", b"\x89PNG\r\n\x1a\n", b"GIF89a", b"BM", b"II*\x00", b"MM\x00*", b"RIFF\x00\x00\x00\x00WEBPVP8 "]
