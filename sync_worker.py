@@ -96,7 +96,9 @@ class SyncWorker(sync.SyncWorker):
         if isinstance(exc, HeaderTimeout):
             self.log.warning("Request headers from ip=%s did not arrive within %ss", (addr or ("",))[0], self.header_timeout)
             try:
-                write_json_error(client, 408, "Request Timeout", f"The request headers did not arrive within {self.header_timeout:g} seconds.")
+                write_json_error(
+                    client, 408, "Request Timeout", f"The request headers did not arrive within {self.header_timeout:g} seconds."
+                )
             except Exception:
                 self.log.debug("Failed to send the header timeout answer.")
             return

@@ -30,8 +30,10 @@ def sigkill(folder: Path, env: dict[str, str], seconds: float) -> Row:
         recovered = result.failed_after(1.0) == []
     failed = result.run.failures()
     kinds = sorted({o.failure or str(o.status) for o in failed})
-    happened = (f"{len(result.run.outcomes)} requests, {len(failed)} failed ({', '.join(kinds) or 'none'}); "
-                f"worker {result.notes['victim']} replaced by {result.notes['replacement']}; none failed after the kill")
+    happened = (
+        f"{len(result.run.outcomes)} requests, {len(failed)} failed ({', '.join(kinds) or 'none'}); "
+        f"worker {result.notes['victim']} replaced by {result.notes['replacement']}; none failed after the kill"
+    )
     held = len(failed) <= 1 and all(o.status is None for o in failed) and recovered and bool(result.notes["replacement"])
     return ("SIGKILL a worker", f"16 clients for {seconds:g}s, kill -9 one worker at {seconds / 3:.0f}s", happened, held)
 
@@ -44,8 +46,10 @@ def sighup(folder: Path, env: dict[str, str], seconds: float) -> Row:
         result = sighup_under_load(running, photo_payloads(), 16, seconds, seconds / 3, weights, new)
     failed = result.run.failures()
     new_weights = result.notes["sha_after"] == result.notes["sha_file"] != result.notes["sha_before"]
-    happened = (f"{len(result.run.outcomes)} requests, {len(failed)} failed; workers {result.workers_before} -> "
-                f"{result.workers_after}; new weights served: {new_weights}; p99 {result.run.percentile(0.99) * 1000:.0f} ms")
+    happened = (
+        f"{len(result.run.outcomes)} requests, {len(failed)} failed; workers {result.workers_before} -> "
+        f"{result.workers_after}; new weights served: {new_weights}; p99 {result.run.percentile(0.99) * 1000:.0f} ms"
+    )
     held = not failed and not set(result.workers_before) & set(result.workers_after) and new_weights
     return ("SIGHUP the master", f"16 clients for {seconds:g}s, new weights file + HUP at {seconds / 3:.0f}s", happened, held)
 
@@ -57,8 +61,10 @@ def sigterm(folder: Path, env: dict[str, str], seconds: float) -> Row:
     finally:
         running.stop()
     late = result.late_request.status or result.late_request.failure
-    happened = (f"in-flight answers {result.in_flight_statuses}; a request sent after the signal: {late}; "
-                f"exit code {result.exit_code} after {result.seconds_to_exit:.1f}s")
+    happened = (
+        f"in-flight answers {result.in_flight_statuses}; a request sent after the signal: {late}; "
+        f"exit code {result.exit_code} after {result.seconds_to_exit:.1f}s"
+    )
     held = result.in_flight_statuses == [200, 200] and result.exit_code == 0
     return ("SIGTERM the master", "2 uploads half-sent (both workers busy), TERM, then the rest", happened, held)
 
@@ -68,8 +74,10 @@ def slow(mode: str) -> Callable[[Path, dict[str, str], float], Row]:
         timeouts = {"UPLOAD_TIMEOUT": "5", "HEADER_TIMEOUT": "5"}
         with service.running(folder / f"slow-{mode}.log", {**env, **timeouts}) as running:
             result = slow_client(running, photo_payloads(1)[0], mode, interval=0.5, limit=20)
-        happened = (f"answered {result.status} {result.code} after {result.seconds:.1f}s; a normal request meanwhile took "
-                    f"{result.other_request_seconds:.2f}s; workers lost: {len(set(result.workers_before) - set(result.workers_after))}")
+        happened = (
+            f"answered {result.status} {result.code} after {result.seconds:.1f}s; a normal request meanwhile took "
+            f"{result.other_request_seconds:.2f}s; workers lost: {len(set(result.workers_before) - set(result.workers_after))}"
+        )
         held = result.status == 408 and result.workers_before == result.workers_after and result.seconds < 10
         tried = "headers, then 1 body byte every 0.5s" if mode == "body" else "connects, sends nothing"
         return (f"slow client ({mode})", f"{tried}; timeouts 5s", happened, held)

@@ -169,8 +169,14 @@ def slow_client(
     before = children(master)
     host, _ = _address(service.url)
     sock = socket.create_connection(_address(service.url), timeout=interval)
-    extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
-    head = f"POST /classify HTTP/1.1\r\nHost: {host}\r\n{extra}Content-Type: image/jpeg\r\nContent-Length: {len(payload.body)}\r\n\r\n".encode()
+    lines = [
+        "POST /classify HTTP/1.1",
+        f"Host: {host}",
+        *(f"{k}: {v}" for k, v in (headers or {}).items()),
+        "Content-Type: image/jpeg",
+        f"Content-Length: {len(payload.body)}",
+    ]
+    head = ("\r\n".join(lines) + "\r\n\r\n").encode()
     trickled = {"body": payload.body, "headers": head, "silent": b""}[mode]
     if mode == "body":
         sock.sendall(head)
@@ -180,7 +186,9 @@ def slow_client(
     def normal_request() -> None:
         time.sleep(interval)
         t = time.monotonic()
-        requests.post(f"{service.url}/classify", data=payload.body, headers={"Content-Type": payload.content_type, **(headers or {})}, timeout=60)
+        requests.post(
+            f"{service.url}/classify", data=payload.body, headers={"Content-Type": payload.content_type, **(headers or {})}, timeout=60
+        )
         other.append(time.monotonic() - t)
 
     thread = threading.Thread(target=normal_request)

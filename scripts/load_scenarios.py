@@ -27,14 +27,37 @@ class LoadResult:
         counts = self.run.counts()
         no_answer = sum(n for kind, n in counts.items() if not kind.isdigit())
         return [
-            name, self.clients, f"{self.run.seconds:.0f}s", len(self.run.outcomes), counts.get("200", 0), counts.get("503", 0),
-            len(self.run.failures()), no_answer, f"{self.run.percentile(0.5) * 1000:.0f}", f"{self.run.percentile(0.99) * 1000:.0f}",
-            f"{max((o.seconds for o in self.run.outcomes), default=0) * 1000:.0f}", f"{self.run.throughput:.1f}", self.workers_lost,
+            name,
+            self.clients,
+            f"{self.run.seconds:.0f}s",
+            len(self.run.outcomes),
+            counts.get("200", 0),
+            counts.get("503", 0),
+            len(self.run.failures()),
+            no_answer,
+            f"{self.run.percentile(0.5) * 1000:.0f}",
+            f"{self.run.percentile(0.99) * 1000:.0f}",
+            f"{max((o.seconds for o in self.run.outcomes), default=0) * 1000:.0f}",
+            f"{self.run.throughput:.1f}",
+            self.workers_lost,
         ]
 
 
-LOAD_HEADER = ["scenario", "clients", "time", "requests", "200", "503", "failed", "no answer", "p50 ms", "p99 ms", "max ms", "req/s",
-               "workers lost"]
+LOAD_HEADER = [
+    "scenario",
+    "clients",
+    "time",
+    "requests",
+    "200",
+    "503",
+    "failed",
+    "no answer",
+    "p50 ms",
+    "p99 ms",
+    "max ms",
+    "req/s",
+    "workers lost",
+]
 
 
 def sustained_load(
@@ -63,8 +86,12 @@ class MemoryResult:
 
     def rows(self) -> list[list[object]]:
         return [
-            [pid, f"{self.rss_warm[pid] / 2**20:.1f}", f"{self.rss_end.get(pid, 0) / 2**20:.1f}",
-             f"{self.growth(pid) * 100:+.2f}%" if pid in self.rss_end else "worker gone"]
+            [
+                pid,
+                f"{self.rss_warm[pid] / 2**20:.1f}",
+                f"{self.rss_end.get(pid, 0) / 2**20:.1f}",
+                f"{self.growth(pid) * 100:+.2f}%" if pid in self.rss_end else "worker gone",
+            ]
             for pid in sorted(self.rss_warm)
         ]
 

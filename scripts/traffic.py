@@ -54,8 +54,12 @@ def send(url: str, payload: Payload, timeout: float, headers: dict[str, str] | N
     started = time.monotonic()
     connection = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=timeout)
     try:
-        connection.request("POST", parts.path + (f"?{parts.query}" if parts.query else ""), payload.body,
-                           {"Content-Type": payload.content_type, **(headers or {})})
+        connection.request(
+            "POST",
+            parts.path + (f"?{parts.query}" if parts.query else ""),
+            payload.body,
+            {"Content-Type": payload.content_type, **(headers or {})},
+        )
         response = connection.getresponse()
         response.read()
         return Outcome(started, time.monotonic() - started, response.status)
@@ -135,6 +139,6 @@ def table(rows: Sequence[Sequence[object]], header: Sequence[str]) -> str:
     """A plain-text table, columns padded to their widest cell."""
     cells = [[str(c) for c in header]] + [[str(c) for c in row] for row in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)

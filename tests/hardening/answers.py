@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 
+from werkzeug.datastructures import Headers
+
 # Signs of a stack trace or of the server's own files leaking into a response.
 LEAKS = ("Traceback", 'File "', ".py", "/work/", "/usr/lib", "site-packages", "werkzeug", "gunicorn/")
 
@@ -14,7 +16,9 @@ def assert_no_internals(body: bytes) -> None:
     assert not [leak for leak in LEAKS if leak in text], text[:500]
 
 
-def assert_json_answer(status: int, headers: Mapping[str, str], body: bytes, expected_status: int, expected_code: str | None) -> None:
+def assert_json_answer(
+    status: int, headers: Mapping[str, str] | Headers, body: bytes, expected_status: int, expected_code: str | None
+) -> None:
     """status and code as expected; JSON; nosniff; never a 5xx; nothing internal shown."""
     lower = {name.lower(): value for name, value in headers.items()}
     assert status == expected_status, body[:400]

@@ -30,10 +30,17 @@ def photo(photos: list[Photo]) -> bytes:
 
 @pytest.fixture(scope="session")
 def hardened_app(seeded_weights: Path) -> Flask:
-    return create_app({
-        "TESTING": True, "MODEL_WEIGHTS": str(seeded_weights), "MAX_CONTENT_LENGTH": MAX_BYTES, "MAX_FILES": MAX_FILES,
-        "API_KEYS": [API_KEY], "CORS_ORIGINS": [ORIGIN], "UPLOAD_TIMEOUT": float(TIMEOUTS["UPLOAD_TIMEOUT"]),
-    })
+    return create_app(
+        {
+            "TESTING": True,
+            "MODEL_WEIGHTS": str(seeded_weights),
+            "MAX_CONTENT_LENGTH": MAX_BYTES,
+            "MAX_FILES": MAX_FILES,
+            "API_KEYS": [API_KEY],
+            "CORS_ORIGINS": [ORIGIN],
+            "UPLOAD_TIMEOUT": float(TIMEOUTS["UPLOAD_TIMEOUT"]),
+        }
+    )
 
 
 @pytest.fixture

@@ -54,13 +54,22 @@ def multipart(*parts: Part, boundary: str = BOUNDARY, terminator: bool = True) -
     return out.getvalue()
 
 
-def form_case(name: str, status: int, code: str | None, *parts: Part, boundary_header: str | None = BOUNDARY, path: str = "/classify",
-              body: bytes | None = None) -> Case:
+def form_case(
+    name: str,
+    status: int,
+    code: str | None,
+    *parts: Part,
+    boundary_header: str | None = BOUNDARY,
+    path: str = "/classify",
+    body: bytes | None = None,
+) -> Case:
     content_type = "multipart/form-data" + (f"; boundary={boundary_header}" if boundary_header else "")
     return Case(name, status, code, multipart(*parts) if body is None else body, {"Content-Type": content_type}, path)
 
 
-def raw_case(name: str, status: int, code: str | None, body: bytes, content_type: str | None = "image/jpeg", path: str = "/classify") -> Case:
+def raw_case(
+    name: str, status: int, code: str | None, body: bytes, content_type: str | None = "image/jpeg", path: str = "/classify"
+) -> Case:
     return Case(name, status, code, body, {"Content-Type": content_type} if content_type else {}, path)
 
 
@@ -117,7 +126,9 @@ def jpeg_with_broken_exif(photo: bytes) -> bytes:
 def avif_case() -> Case:
     if features.check("avif"):
         return raw_case("avif image (supported by this Pillow)", 200, None, encode(noise((48, 32)), "AVIF"), "image/avif")
-    return raw_case("avif image (unsupported here)", 415, "unsupported_format", b"\x00\x00\x00\x1cftypavif\x00\x00\x00\x00avifmif1", "image/avif")
+    return raw_case(
+        "avif image (unsupported here)", 415, "unsupported_format", b"\x00\x00\x00\x1cftypavif\x00\x00\x00\x00avifmif1", "image/avif"
+    )
 
 
 def cases(photo: bytes) -> list[Case]:
@@ -134,13 +145,20 @@ def cases(photo: bytes) -> list[Case]:
         form_case("image sent as a text field", 400, "missing_image", Part("image", b"hello", None, "text/plain")),
         # not images, or broken ones
         form_case("text named .jpg", 415, "invalid_image", Part("image", b"this is just some text\n" * 20, "notes.jpg")),
-        form_case("PDF named .jpg", 415, "unsupported_format", Part("image", b"%PDF-1.7\n1 0 obj\n<< /Type /Catalog >>\nendobj\n", "doc.jpg")),
+        form_case(
+            "PDF named .jpg", 415, "unsupported_format", Part("image", b"%PDF-1.7\n1 0 obj\n<< /Type /Catalog >>\nendobj\n", "doc.jpg")
+        ),
         raw_case("random bytes", 415, "invalid_image", bytes(range(256)) * 8),
         raw_case("truncated JPEG", 415, "invalid_image", photo[: len(photo) // 3]),
         raw_case("JPEG header only", 415, "invalid_image", photo[:200]),
         raw_case("corrupt PNG chunk", 415, "invalid_image", corrupt_png_chunk(), "image/png"),
-        raw_case("SVG", 415, "unsupported_format", b'<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"/>',
-                 "image/svg+xml"),
+        raw_case(
+            "SVG",
+            415,
+            "unsupported_format",
+            b'<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"/>',
+            "image/svg+xml",
+        ),
         raw_case("HEIC", 415, "unsupported_format", b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(200), "image/heic"),
         avif_case(),
         # sizes
@@ -151,8 +169,12 @@ def cases(photo: bytes) -> list[Case]:
         raw_case("body over the limit (Content-Length)", 413, "payload_too_large", encode(too_big, "BMP"), "image/bmp"),
         form_case("multipart over the limit", 413, "payload_too_large", Part("image", encode(too_big, "BMP"), "big.bmp")),
         form_case("more files than MAX_FILES", 413, "too_many_files", *[Part("image", png, f"{i}.png") for i in range(MAX_FILES + 1)]),
-        form_case("1200 form fields (over MAX_FORM_PARTS)", 413, "payload_too_large",
-                  *[Part(f"f{i}", b"x", None, "text/plain") for i in range(1200)]),
+        form_case(
+            "1200 form fields (over MAX_FORM_PARTS)",
+            413,
+            "payload_too_large",
+            *[Part(f"f{i}", b"x", None, "text/plain") for i in range(1200)],
+        ),
         # odd but valid images: served, as the README says
         raw_case("CMYK JPEG", 200, None, encode(noise((48, 32), "CMYK"), "JPEG")),
         raw_case("16-bit PNG", 200, None, image_bytes("I;16", (48, 32), "PNG", color=30000), "image/png"),
@@ -163,7 +185,10 @@ def cases(photo: bytes) -> list[Case]:
         raw_case("JPEG with a broken EXIF block", 200, None, jpeg_with_broken_exif(photo)),
         raw_case("PNG sent as image/jpeg", 200, None, png),
         # topk
-        *[form_case(f"topk={value}", 400, "invalid_topk", jpeg, path=f"/classify?topk={value}") for value in ("0", "-1", str(10**9), "abc", "9" * 100)],
+        *[
+            form_case(f"topk={value}", 400, "invalid_topk", jpeg, path=f"/classify?topk={value}")
+            for value in ("0", "-1", str(10**9), "abc", "9" * 100)
+        ],
         form_case("topk form field 1e3", 400, "invalid_topk", jpeg, Part("topk", b"1e3", None, "text/plain")),
         # content types
         raw_case("Content-Type application/json", 415, "unsupported_media_type", b'{"image": "..."}', "application/json"),
@@ -174,7 +199,9 @@ def cases(photo: bytes) -> list[Case]:
         form_case("multipart with the wrong boundary", 400, "malformed_multipart", jpeg, boundary_header="notTheBoundary"),
         form_case("multipart missing its terminator", 400, "malformed_multipart", body=multipart(jpeg, terminator=False)),
         form_case("multipart that is garbage", 400, "malformed_multipart", body=b"hello, this is not multipart"),
-        form_case("multipart part without headers", 400, "malformed_multipart", body=f"--{BOUNDARY}\r\n\r\nabc\r\n--{BOUNDARY}--\r\n".encode()),
+        form_case(
+            "multipart part without headers", 400, "malformed_multipart", body=f"--{BOUNDARY}\r\n\r\nabc\r\n--{BOUNDARY}--\r\n".encode()
+        ),
         # file names
         form_case("very long filename", 200, None, Part("image", png, "a" * 10_000 + ".png")),
         form_case("filename with odd characters", 200, None, Part("image", png, "../../etc/passwd ü😀 \\ ; x.png")),
@@ -183,8 +210,13 @@ def cases(photo: bytes) -> list[Case]:
         Case("unknown path", 404, "not_found", path="/classify/../../etc/passwd"),
         # framing the app cannot see: exact bytes on the wire
         wire_case("chunked body over the limit", 413, "payload_too_large", "image/jpeg", chunked(b"\xff" * (MAX_BYTES + 100_000))),
-        wire_case("chunked multipart over the limit", 413, "payload_too_large", f"multipart/form-data; boundary={BOUNDARY}",
-                  chunked(multipart(Part("image", b"\xff" * (MAX_BYTES + 100_000))))),
+        wire_case(
+            "chunked multipart over the limit",
+            413,
+            "payload_too_large",
+            f"multipart/form-data; boundary={BOUNDARY}",
+            chunked(multipart(Part("image", b"\xff" * (MAX_BYTES + 100_000)))),
+        ),
         wire_case("chunked with a bad chunk size", 400, "malformed_body", "image/png", b"zz\r\nabc\r\n0\r\n\r\n"),
         wire_case("chunked missing the chunk terminator", 400, "malformed_body", "image/png", b"5\r\nabcdeXX3\r\nabc\r\n0\r\n\r\n"),
         Case("Content-Length not a number", 400, "bad_request", wire=request_head("image/png", "Content-Length: abc") + png),

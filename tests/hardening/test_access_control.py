@@ -16,7 +16,7 @@ from tests import service
 from tests.hardening.conftest import API_KEY
 
 
-def assert_unauthorized(response, invalid: bool) -> None:  # noqa: ANN001
+def assert_unauthorized(response, invalid: bool) -> None:
     assert response.status_code == 401
     assert response.get_json()["error"]["code"] == "unauthorized"
     challenge = response.headers["WWW-Authenticate"]
@@ -33,14 +33,25 @@ def test_a_request_without_a_key_is_a_401_with_a_bearer_challenge(hardened_clien
     assert_unauthorized(hardened_client.post("/classify", data=b"x", content_type="image/jpeg"), invalid=False)
 
 
-@pytest.mark.parametrize("headers", [{"Authorization": "Bearer wrong"}, {"X-API-Key": "wrong"}, {"X-API-Key": API_KEY + "x"},
-                                     {"X-API-Key": API_KEY[:-1]}, {"Authorization": "Bearer ключ-😀"}, {"Authorization": f"Basic {API_KEY}"}])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Authorization": "Bearer wrong"},
+        {"X-API-Key": "wrong"},
+        {"X-API-Key": API_KEY + "x"},
+        {"X-API-Key": API_KEY[:-1]},
+        {"Authorization": "Bearer ключ-😀"},
+        {"Authorization": f"Basic {API_KEY}"},
+    ],
+)
 def test_a_wrong_key_is_a_401(hardened_client: FlaskClient, headers: dict[str, str]) -> None:
     response = hardened_client.get("/model", headers=headers)
     assert_unauthorized(response, invalid="X-API-Key" in headers or headers["Authorization"].startswith("Bearer"))
 
 
-@pytest.mark.parametrize("headers", [{"Authorization": f"Bearer {API_KEY}"}, {"Authorization": f"bearer  {API_KEY} "}, {"X-API-Key": API_KEY}])
+@pytest.mark.parametrize(
+    "headers", [{"Authorization": f"Bearer {API_KEY}"}, {"Authorization": f"bearer  {API_KEY} "}, {"X-API-Key": API_KEY}]
+)
 def test_the_right_key_in_either_header_is_let_in(hardened_client: FlaskClient, headers: dict[str, str]) -> None:
     assert hardened_client.get("/model", headers=headers).status_code == 200
 
@@ -50,7 +61,9 @@ def test_health_stays_open_and_unknown_routes_are_not_revealed(hardened_client: 
     assert hardened_client.get("/no-such-route").status_code == 401
 
 
-def test_keys_come_from_the_environment_and_from_a_file_with_comments(tmp_path: Path, seeded_weights: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_keys_come_from_the_environment_and_from_a_file_with_comments(
+    tmp_path: Path, seeded_weights: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     keys_file = tmp_path / "keys"
     keys_file.write_text("# rotated 2026-01\nfile-key-1\n\n  file-key-2  \n")
     monkeypatch.setenv("API_KEYS", "env-key-1, env-key-2")

@@ -64,8 +64,9 @@ def test_every_exif_orientation_gives_exactly_the_upright_answer(
 
 def test_a_sideways_jpeg_is_classified_like_the_upright_one_over_http(live: service.Service, upright: Image.Image) -> None:
     def classify_http(data: bytes) -> dict:
-        response = requests.post(f"{live.url}/classify?topk=1000", data=data, timeout=60,
-                                 headers={"Content-Type": "image/jpeg", "X-API-Key": API_KEY})
+        response = requests.post(
+            f"{live.url}/classify?topk=1000", data=data, timeout=60, headers={"Content-Type": "image/jpeg", "X-API-Key": API_KEY}
+        )
         assert response.status_code == 200, response.text
         return response.json()
 

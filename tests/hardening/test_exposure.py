@@ -77,11 +77,14 @@ def test_a_bug_is_a_json_500_without_stack_trace_or_paths_even_with_flask_debug_
     assert_no_internals(response.get_data())
 
 
-@pytest.mark.parametrize(("variable", "value", "limit", "expected"), [
-    ("MAX_UPLOAD_MB", "3", "max_upload_bytes", 3 * 1024 * 1024),
-    ("MAX_IMAGE_PIXELS", "5000000", "max_image_pixels", 5_000_000),
-    ("MAX_FILES", "7", "max_files", 7),
-])
+@pytest.mark.parametrize(
+    ("variable", "value", "limit", "expected"),
+    [
+        ("MAX_UPLOAD_MB", "3", "max_upload_bytes", 3 * 1024 * 1024),
+        ("MAX_IMAGE_PIXELS", "5000000", "max_image_pixels", 5_000_000),
+        ("MAX_FILES", "7", "max_files", 7),
+    ],
+)
 def test_limits_are_set_by_environment_and_reported(
     seeded_weights: Path, monkeypatch: pytest.MonkeyPatch, variable: str, value: str, limit: str, expected: int
 ) -> None:
@@ -94,4 +97,7 @@ def test_over_http_answers_carry_the_security_headers_and_cors(live: service.Ser
     response = requests.get(f"{live.url}/model", headers={**KEY, "Origin": ORIGIN}, timeout=30)
     assert response.headers["X-Content-Type-Options"] == "nosniff"
     assert response.headers["Access-Control-Allow-Origin"] == ORIGIN
-    assert "Access-Control-Allow-Origin" not in requests.get(f"{live.url}/model", headers={**KEY, "Origin": "https://evil.example"}, timeout=30).headers
+    assert (
+        "Access-Control-Allow-Origin"
+        not in requests.get(f"{live.url}/model", headers={**KEY, "Origin": "https://evil.example"}, timeout=30).headers
+    )

@@ -22,8 +22,10 @@ def test_64_concurrent_clients_against_two_workers_all_get_an_answer(live: servi
     master = live.master_pid()
     before = children(master)
     run = hammer(f"{live.url}/classify", photo_payloads(20), clients=64, seconds=2, timeout=60, headers=KEY)
-    print(f"\n64 clients, 2 s: {len(run.outcomes)} requests, p50 {run.percentile(0.5) * 1000:.0f} ms, "
-          f"p99 {run.percentile(0.99) * 1000:.0f} ms, {run.throughput:.1f} req/s, outcomes {dict(run.counts())}")
+    print(
+        f"\n64 clients, 2 s: {len(run.outcomes)} requests, p50 {run.percentile(0.5) * 1000:.0f} ms, "
+        f"p99 {run.percentile(0.99) * 1000:.0f} ms, {run.throughput:.1f} req/s, outcomes {dict(run.counts())}"
+    )
     assert len(run.outcomes) >= 64
     assert run.failures() == []  # no timeout, no reset, no status but 200
     assert children(master) == before

@@ -20,7 +20,9 @@ from tests.hardening.conftest import API_KEY
 
 pytestmark = pytest.mark.usefixtures("watch_workers")
 
-BOUNDED = settings(max_examples=30, deadline=timedelta(seconds=10), database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+BOUNDED = settings(
+    max_examples=30, deadline=timedelta(seconds=10), database=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 PHOTO = shared_photos()[1].path.read_bytes()
 # Magic numbers so random bytes reach each format's decoder, not only the sniffing in front of them.
 MAGIC = [b"", b"\xff\xd8\xff\xe0", b"\x89PNG\r\n\x1a\n", b"GIF89a", b"BM", b"II*\x00", b"MM\x00*", b"RIFF\x00\x00\x00\x00WEBPVP8 "]
@@ -65,8 +67,9 @@ def test_the_app_answers_any_upload_with_a_200_or_a_json_4xx(hardened_client: Fl
     if multipart:
         import io
 
-        response = hardened_client.post("/classify", data={"image": (io.BytesIO(data), "x.jpg")}, headers={"X-API-Key": API_KEY},
-                                        content_type="multipart/form-data")
+        response = hardened_client.post(
+            "/classify", data={"image": (io.BytesIO(data), "x.jpg")}, headers={"X-API-Key": API_KEY}, content_type="multipart/form-data"
+        )
     else:
         response = hardened_client.post("/classify", data=data, content_type="image/jpeg", headers={"X-API-Key": API_KEY})
     check(response.status_code, response.is_json, response.get_data())
