@@ -79,13 +79,18 @@ def slow(mode: str) -> Callable[[Path, dict[str, str], float], Row]:
             f"{result.other_request_seconds:.2f}s; workers lost: {len(set(result.workers_before) - set(result.workers_after))}"
         )
         held = result.status == 408 and result.workers_before == result.workers_after and result.seconds < 10
-        tried = "headers, then 1 body byte every 0.5s" if mode == "body" else "connects, sends nothing"
+        tried = {
+            "body": "headers, then 1 body byte every 0.5s",
+            "headers": "1 header byte every 0.5s",
+            "silent": "connects, sends nothing",
+        }[mode]
         return (f"slow client ({mode})", f"{tried}; timeouts 5s", happened, held)
 
+    scenario.__name__ = f"slow client ({mode})"
     return scenario
 
 
-SCENARIOS = [sigkill, sighup, sigterm, slow("body"), slow("silent")]
+SCENARIOS = [sigkill, sighup, sigterm, slow("headers"), slow("body"), slow("silent")]
 
 
 def main() -> int:
