@@ -7,6 +7,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
+import request_stats
 from errors import APIError
 from images import DecodedImage, decode_image
 from model import Classifier
@@ -40,6 +41,16 @@ def _entry(upload: Upload, outcome: DecodedImage | APIError, predictions: list[A
     }
 
 
+def _note(uploads: list[Upload], decoded: list[DecodedImage | APIError], inference_seconds: float | None) -> None:
+    """For the metrics and the request log."""
+    stats = request_stats.current()
+    stats.images = len(uploads)
+    stats.upload_bytes = sum(len(upload.data) for upload in uploads)
+    stats.classified = sum(isinstance(d, DecodedImage) for d in decoded)
+    stats.rejected = [d.code for d in decoded if isinstance(d, APIError)]
+    stats.inference_seconds = inference_seconds
+
+
 @bp.post("/classify")
 def classify() -> Response | tuple[Response, int]:
     started = time.perf_counter()
@@ -52,6 +63,7 @@ def classify() -> Response | tuple[Response, int]:
     good = [d for d in decoded if isinstance(d, DecodedImage)]
     predictions = iter(model.predict([d.image for d in good], topk) if good else [])
     finished = time.perf_counter()
+    _note(uploads, decoded, finished - decoded_at if good else None)
 
     entries = [_entry(u, d, None if isinstance(d, APIError) else next(predictions)) for u, d in zip(uploads, decoded)]
     timing = {

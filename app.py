@@ -8,6 +8,12 @@ from typing import Any
 from flask import Flask
 
 import api
+import demo
+import docs
+import metrics
+import request_id
+import request_log
+import request_stats
 import settings
 from cpus import available_cpus
 from errors import register_error_handlers
@@ -32,4 +38,11 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     register_error_handlers(app)
     app.register_blueprint(api.bp)
+    # Around every request: its id, its clock, its metrics and its one log line.
+    request_id.init_app(app)
+    request_stats.init_app(app)
+    metrics.init_app(app)
+    request_log.init_app(app)
+    docs.init_app(app)
+    app.register_blueprint(demo.bp)
     return app

@@ -7,6 +7,7 @@ compute: OpenMP thread pools do not survive a fork. Each worker builds its own m
 import os
 import sys
 
+import metrics_multiprocess
 import settings
 import weights
 from cpus import available_cpus
@@ -28,9 +29,8 @@ keepalive = 5
 worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None  # heartbeat off slow disks
 control_socket_disable = True  # one shared ~/.gunicorn socket would clash between instances
 
-accesslog = "-"
+accesslog = None  # the app writes one JSON line per request instead (request_log.py)
 errorlog = "-"
-access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms'
 
 
 def on_starting(server):  # noqa: ANN001, ANN201 - gunicorn hook
@@ -40,3 +40,12 @@ def on_starting(server):  # noqa: ANN001, ANN201 - gunicorn hook
     except (settings.ConfigError, weights.WeightsError) as exc:
         print(f"classify: cannot start: {exc}", file=sys.stderr, flush=True)
         sys.exit(1)
+    metrics_multiprocess.prepare()  # before any worker forks: workers then count into shared files
+
+
+def child_exit(server, worker):  # noqa: ANN001, ANN201 - gunicorn hook, in the master
+    metrics_multiprocess.worker_exited(worker.pid)
+
+
+def on_exit(server):  # noqa: ANN001, ANN201 - gunicorn hook
+    metrics_multiprocess.cleanup()
