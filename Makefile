@@ -14,11 +14,16 @@ $(VENV)/.installed: requirements.txt requirements-test.txt
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-test.txt
 	touch $@
 
+# newman, for the tests only (it runs the Postman collection); without npm that test is skipped.
+node_modules/.installed: package.json package-lock.json
+	if command -v npm >/dev/null; then npm ci --no-audit --no-fund --loglevel=error && touch $@; \
+	else echo "npm not found: the Postman collection test will be skipped"; fi
+
 run: setup
 	exec $(BIN)/gunicorn -c gunicorn.conf.py
 
-test: setup
+test: setup node_modules/.installed
 	$(BIN)/python -m pytest
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache node_modules
