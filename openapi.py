@@ -259,7 +259,9 @@ def document(config: Mapping[str, Any], classifier: Classifier) -> dict[str, Any
             _json(_ref("Health"), "This worker has its model loaded and serves.", ok={"status": "ok", "model": "resnet18"}),
             "Cheap: touches neither the model nor the disk. A worker answers only once its model is loaded.",
         ),
-        "/model": _get("model", "What is served: model, weights and their sha256, preprocessing, limits", _json(_ref("ModelInfo"), "The model.")),
+        "/model": _get(
+            "model", "What is served: model, weights and their sha256, preprocessing, limits", _json(_ref("ModelInfo"), "The model.")
+        ),
         "/metrics": _get(
             "metrics",
             "Prometheus metrics, summed over all workers",
@@ -279,7 +281,7 @@ def document(config: Mapping[str, Any], classifier: Classifier) -> dict[str, Any
             "description": (
                 f"Image classification with {classifier.name} ({classifier.num_classes} classes). "
                 "Every error on every path, including unknown paths (404 `not_found`) and wrong methods "
-                "(405 `method_not_allowed`), is JSON: `{\"error\": {\"code\": ..., \"message\": ...}}`."
+                '(405 `method_not_allowed`), is JSON: `{"error": {"code": ..., "message": ...}}`.'
             ),
         },
         "paths": _with_request_ids(paths),
@@ -296,7 +298,10 @@ def document(config: Mapping[str, Any], classifier: Classifier) -> dict[str, Any
                 }
             },
             "headers": {
-                "RequestId": {"description": "The request's id, as sent or generated; it is in the request log too.", "schema": {"type": "string"}}
+                "RequestId": {
+                    "description": "The request's id, as sent or generated; it is in the request log too.",
+                    "schema": {"type": "string"},
+                }
             },
         },
     }

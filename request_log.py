@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from flask import Flask, Response, request
@@ -19,7 +19,7 @@ MAX_PATH = 200  # the path is the client's text: bounded, so that a line stays s
 def record(response: Response) -> dict[str, Any]:
     stats = request_stats.current()
     return {
-        "time": datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "time": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
         "request_id": request_id.current(),
         "method": request.method,
         "route": request_stats.route(),

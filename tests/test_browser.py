@@ -81,11 +81,11 @@ def test_demo_page_shows_a_photos_top5_as_probability_bars(browser: webdriver.Ch
     bars = read_bars(browser)
     expected = api_answer(server, photo.path)["predictions"]
     assert [bar["label"] for bar in bars] == [p["label"] for p in expected]
-    for bar, prediction in zip(bars, expected):
+    for bar, prediction in zip(bars, expected, strict=True):
         assert bar["fill"] == pytest.approx(prediction["probability"], abs=0.005)
         assert bar["percent"].endswith("%")
         assert float(bar["percent"].rstrip("%")) == pytest.approx(prediction["probability"] * 100, abs=0.05)
-    assert browser.find_element(By.ID, "preview").get_attribute("src").startswith("blob:")
+    assert (browser.find_element(By.ID, "preview").get_attribute("src") or "").startswith("blob:")
     assert browser.find_element(By.ID, "error").is_displayed() is False
     assert all(url.startswith(server.url) or url.startswith("blob:") for url in resources_loaded(browser))
     assert console_errors(browser) == []
@@ -95,7 +95,9 @@ def test_demo_page_classifies_a_photo_dropped_on_it(browser: webdriver.Chrome, s
     photo = photos[1]
     open_page(browser, f"{server.url}/")
     # Selenium cannot drag from the desktop: hand a real File to the page, then drop it as a DataTransfer.
-    browser.execute_script("const input = document.createElement('input'); input.type = 'file'; input.id = 'carrier'; document.body.append(input);")
+    browser.execute_script(
+        "const input = document.createElement('input'); input.type = 'file'; input.id = 'carrier'; document.body.append(input);"
+    )
     browser.find_element(By.ID, "carrier").send_keys(str(photo.path))
     browser.execute_script("""
       const transfer = new DataTransfer();
@@ -150,7 +152,9 @@ def test_docs_try_it_out_uploads_a_photo(browser: webdriver.Chrome, server: serv
     inputs = WebDriverWait(browser, WAIT_S).until(lambda d: operation.find_elements(By.CSS_SELECTOR, "input[type=file]"))
     inputs[0].send_keys(str(photo.path))  # the first `image` file
     operation.find_element(By.CSS_SELECTOR, "button.execute").click()
-    status = WebDriverWait(browser, WAIT_S).until(lambda d: d.find_element(By.CSS_SELECTOR, ".live-responses-table tbody .response-col_status"))
+    status = WebDriverWait(browser, WAIT_S).until(
+        lambda d: d.find_element(By.CSS_SELECTOR, ".live-responses-table tbody .response-col_status")
+    )
     assert status.text.strip() == "200"
     body = json.loads(operation.find_element(By.CSS_SELECTOR, ".live-responses-table tbody .microlight").text)
     assert body["filename"] == photo.path.name

@@ -71,7 +71,9 @@ def classified(server: service.Service, photos: list[Photo]) -> list[requests.Re
     def classify(number: int) -> requests.Response:
         photo = photos[number % 8]
         headers = {"X-Request-ID": f"ops-test-{number}"}
-        return requests.post(f"{server.url}/classify", files={"image": (photo.path.name, photo.path.read_bytes())}, headers=headers, timeout=60)
+        return requests.post(
+            f"{server.url}/classify", files={"image": (photo.path.name, photo.path.read_bytes())}, headers=headers, timeout=60
+        )
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         responses = list(pool.map(classify, range(N)))
@@ -106,7 +108,7 @@ def test_each_request_is_one_json_log_line_with_its_id(server: service.Service, 
     log = server.log()
     for number, response in enumerate(classified):
         assert response.headers["X-Request-ID"] == f"ops-test-{number}"
-        assert log.count(f"\"ops-test-{number}\"") == 1  # one line per request: gunicorn's own access log is off
+        assert log.count(f'"ops-test-{number}"') == 1  # one line per request: gunicorn's own access log is off
     line = next(line for line in log_lines(server) if line["request_id"] == "ops-test-0")
     assert set(line) >= {"time", "request_id", "method", "route", "status", "latency_ms", "images", "request_bytes", "pid"}
     assert (line["method"], line["route"], line["status"], line["images"]) == ("POST", "/classify", 200, 1)
