@@ -40,7 +40,8 @@ def on_starting(server):  # noqa: ANN001, ANN201 - gunicorn hook
     except (settings.ConfigError, weights.WeightsError) as exc:
         print(f"classify: cannot start: {exc}", file=sys.stderr, flush=True)
         sys.exit(1)
-    metrics_multiprocess.prepare()  # before any worker forks: workers then count into shared files
+    # Before any worker forks: workers then count into files there, which /metrics adds up.
+    server.log.info("Metrics folder: %s", metrics_multiprocess.prepare())
 
 
 def child_exit(server, worker):  # noqa: ANN001, ANN201 - gunicorn hook, in the master

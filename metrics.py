@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import os
 
-from flask import Blueprint, Flask, Response, current_app, request
+import torch
+import torchvision
+from flask import Blueprint, Flask, Response, request
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -45,8 +47,9 @@ UPLOAD_BYTES = Histogram(
 MODEL_INFO = Gauge(
     "classify_model_info",
     "The model this service runs; always 1.",
-    ["name", "architecture", "weights_file", "weights_sha256", "precision", "torch", "torchvision"],
-    multiprocess_mode="max",  # every worker serves the same model: one series, not one per worker
+    ["name", "architecture", "weights_file", "precision", "torch", "torchvision"],
+    # Live workers only, and one series for all of them (they serve the same model), not one per worker.
+    multiprocess_mode="livemax",
 )
 
 
@@ -58,23 +61,20 @@ def _registry() -> CollectorRegistry:
     return registry
 
 
-def _note_model(classifier: Classifier) -> None:
-    # Set at scrape time rather than start-up: hashing the weights file is not worth a slower start.
-    described = classifier.describe()
-    MODEL_INFO.labels(
-        name=described["name"],
-        architecture=described["architecture"],
-        weights_file=described["weights"]["file"] or "",
-        weights_sha256=described["weights"]["sha256"] or "",
-        precision=described["precision"],
-        torch=described["torch"],
-        torchvision=described["torchvision"],
-    ).set(1)
+def _model_labels(classifier: Classifier) -> dict[str, str]:
+    # Not the weights' sha256 (see GET /model): hashing the file would slow every worker's start.
+    return {
+        "name": classifier.name,
+        "architecture": type(classifier.module).__name__ if classifier.spec.factory else classifier.spec.arch,
+        "weights_file": classifier.weights_path.name if classifier.weights_path else "",
+        "precision": classifier.spec.precision,
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+    }
 
 
 @bp.get("/metrics")
 def metrics() -> Response:
-    _note_model(current_app.extensions["classifier"])
     return Response(generate_latest(_registry()), content_type=CONTENT_TYPE_LATEST)
 
 
@@ -95,6 +95,7 @@ def _observe(response: Response) -> Response:
 
 
 def init_app(app: Flask) -> None:
-    """Count every request and serve /metrics."""
+    """Count every request and serve /metrics; call once the model is loaded."""
+    MODEL_INFO.labels(**_model_labels(app.extensions["classifier"])).set(1)
     app.after_request(_observe)
     app.register_blueprint(bp)

@@ -10,10 +10,10 @@ from flask.testing import FlaskClient
 from tests.conftest import Photo
 
 
-def sample(client: FlaskClient, name: str, **labels: str) -> float:
+def sample(client: FlaskClient, metric: str, /, **labels: str) -> float:
     text = client.get("/metrics").get_data(as_text=True)
     for line in text.splitlines():
-        found = re.fullmatch(rf"{re.escape(name)}(?:\{{(.*)\}})? (\S+)", line)
+        found = re.fullmatch(rf"{re.escape(metric)}(?:\{{(.*)\}})? (\S+)", line)
         if found and dict(re.findall(r'(\w+)="([^"]*)"', found.group(1) or "")) == labels:
             return float(found.group(2))
     return 0.0
@@ -65,8 +65,18 @@ def test_classifying_counts_images_inference_and_bytes(client: FlaskClient, phot
     assert sample(client, "classify_images_rejected_total", code="invalid_image") == rejected + 1
 
 
-def test_model_info_names_the_weights_served(client: FlaskClient) -> None:
+def test_model_info_names_the_model_and_weights_served(client: FlaskClient) -> None:
     described = client.get("/model").get_json()
-    text = client.get("/metrics").get_data(as_text=True)
-    assert f'weights_sha256="{described["weights"]["sha256"]}"' in text
-    assert re.search(r'classify_model_info\{[^}]*name="resnet18"[^}]*\} 1\.0', text)
+    assert (
+        sample(
+            client,
+            "classify_model_info",
+            architecture="resnet18",
+            name="resnet18",
+            precision="fp32",
+            torch=described["torch"],
+            torchvision=described["torchvision"],
+            weights_file=described["weights"]["file"],
+        )
+        == 1
+    )

@@ -35,11 +35,16 @@ def _stale_metrics(folder: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, seeded_weights: Path) -> Iterator[service.Service]:
-    folder = tmp_path_factory.mktemp("ops")
-    _stale_metrics(folder / "metrics")
-    env = {"MODEL_WEIGHTS": str(seeded_weights), "PROMETHEUS_MULTIPROC_DIR": str(folder / "metrics")}
-    running = service.start(folder / "gunicorn.log", env, workers=2)
+def metrics_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("ops") / "metrics"
+    _stale_metrics(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def server(metrics_folder: Path, seeded_weights: Path) -> Iterator[service.Service]:
+    env = {"MODEL_WEIGHTS": str(seeded_weights), "PROMETHEUS_MULTIPROC_DIR": str(metrics_folder)}
+    running = service.start(metrics_folder.parent / "gunicorn.log", env, workers=2)
     yield running
     running.stop()
 
@@ -55,10 +60,10 @@ def scrape(server: service.Service) -> str:
     return response.text
 
 
-def sample(text: str, name: str, **labels: str) -> float:
+def sample(text: str, metric: str, /, **labels: str) -> float:
     """The value of one series; 0 when it is absent."""
     for line in text.splitlines():
-        found = re.fullmatch(rf"{re.escape(name)}(?:\{{(.*)\}})? (\S+)", line)
+        found = re.fullmatch(rf"{re.escape(metric)}(?:\{{(.*)\}})? (\S+)", line)
         if found and dict(re.findall(r'(\w+)="([^"]*)"', found.group(1) or "")) == labels:
             return float(found.group(2))
     return 0.0
@@ -127,16 +132,29 @@ def test_a_request_without_an_id_gets_one_generated_in_header_and_log(server: se
     assert (line["route"], line["path"], line["status"]) == (None, "/nowhere", 404)
 
 
-def test_counts_survive_a_worker_being_replaced(server: service.Service, classified: list[requests.Response]) -> None:
+def test_a_replaced_worker_keeps_its_counts_and_loses_its_live_gauges(
+    server: service.Service, metrics_folder: Path, classified: list[requests.Response]
+) -> None:
     before = scrape(server)
     worker = next(line["pid"] for line in log_lines(server) if line["route"] == "/classify")
-    os.kill(worker, signal.SIGKILL)  # the master's child_exit hook marks it dead; gunicorn starts another
+    assert list(metrics_folder.glob(f"gauge_live*_{worker}.db"))  # its classify_model_info
+    os.kill(worker, signal.SIGKILL)
     deadline = time.monotonic() + 60
     while server.log().count("Booting worker") < 3 and time.monotonic() < deadline:
         time.sleep(0.1)
     assert f"Worker (pid:{worker})" in server.log()
+    assert not list(metrics_folder.glob(f"gauge_live*_{worker}.db"))  # the master's child_exit hook removed them
     for _ in range(4):
         assert requests.get(f"{server.url}/health", timeout=60).status_code == 200
     after = scrape(server)
     assert sample(after, "classify_http_requests_total", method="POST", route="/classify", status="200") == N
     assert sample(after, "classify_images_classified_total") == sample(before, "classify_images_classified_total")
+
+
+def test_a_metrics_folder_made_for_the_run_is_removed_when_the_server_stops(tmp_path: Path, seeded_weights: Path) -> None:
+    env = {"MODEL_WEIGHTS": str(seeded_weights), "PROMETHEUS_MULTIPROC_DIR": ""}
+    with service.running(tmp_path / "gunicorn.log", env, workers=1) as running:
+        assert requests.get(f"{running.url}/health", timeout=30).status_code == 200
+        folder = Path(re.search(r"Metrics folder: (\S+)", running.log()).group(1))  # type: ignore[union-attr]
+        assert list(folder.glob("counter_*.db"))
+    assert not folder.exists()
