@@ -6,8 +6,6 @@ import json
 import os
 import re
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -20,33 +18,20 @@ import requests
 from tests import service
 from tests.conftest import Photo
 
-N = 24  # classify requests, sent 8 at a time so that both workers serve some
-
-
-def _stale_metrics(folder: Path) -> None:
-    """A previous run's file in the folder, counting 1000 classify requests: the master must wipe it."""
-    folder.mkdir()
-    code = (
-        "from prometheus_client import Counter\n"
-        "Counter('classify_http_requests', '', ['method', 'route', 'status']).labels('POST', '/classify', '200').inc(1000)\n"
-    )
-    subprocess.run([sys.executable, "-c", code], env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(folder)}, check=True)
-    assert list(folder.glob("counter_*.db"))
+N = 16  # classify requests, sent 8 at a time so that both workers serve some
 
 
 @pytest.fixture(scope="module")
-def metrics_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("ops") / "metrics"
-    _stale_metrics(folder)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def server(metrics_folder: Path, seeded_weights: Path) -> Iterator[service.Service]:
-    env = {"MODEL_WEIGHTS": str(seeded_weights), "PROMETHEUS_MULTIPROC_DIR": str(metrics_folder)}
-    running = service.start(metrics_folder.parent / "gunicorn.log", env, workers=2)
+def server(tmp_path_factory: pytest.TempPathFactory, seeded_weights: Path) -> Iterator[service.Service]:
+    env = {"MODEL_WEIGHTS": str(seeded_weights), "PROMETHEUS_MULTIPROC_DIR": ""}  # the master makes its own folder
+    running = service.start(tmp_path_factory.mktemp("ops") / "gunicorn.log", env, workers=2)
     yield running
-    running.stop()
+    running.stop()  # idempotent: the last test stops it already
+
+
+@pytest.fixture(scope="module")
+def metrics_folder(server: service.Service) -> Path:
+    return Path(re.search(r"Metrics folder: (\S+)", server.log()).group(1))  # type: ignore[union-attr]
 
 
 def log_lines(server: service.Service) -> list[dict[str, Any]]:
@@ -94,7 +79,7 @@ def test_both_workers_served_the_requests(server: service.Service, classified: l
 def test_metrics_after_n_requests_across_two_workers_count_exactly_n(
     server: service.Service, classified: list[requests.Response], photos: list[Photo]
 ) -> None:
-    text = scrape(server)  # whichever worker answers, it reports both workers' counts, and none of the stale file's
+    text = scrape(server)  # whichever worker answers, it reports both workers' counts
     assert sample(text, "classify_http_requests_total", method="POST", route="/classify", status="200") == N
     assert sample(text, "classify_http_request_duration_seconds_count", method="POST", route="/classify") == N
     assert sample(text, "classify_inference_duration_seconds_count") == N
@@ -151,10 +136,8 @@ def test_a_replaced_worker_keeps_its_counts_and_loses_its_live_gauges(
     assert sample(after, "classify_images_classified_total") == sample(before, "classify_images_classified_total")
 
 
-def test_a_metrics_folder_made_for_the_run_is_removed_when_the_server_stops(tmp_path: Path, seeded_weights: Path) -> None:
-    env = {"MODEL_WEIGHTS": str(seeded_weights), "PROMETHEUS_MULTIPROC_DIR": ""}
-    with service.running(tmp_path / "gunicorn.log", env, workers=1) as running:
-        assert requests.get(f"{running.url}/health", timeout=30).status_code == 200
-        folder = Path(re.search(r"Metrics folder: (\S+)", running.log()).group(1))  # type: ignore[union-attr]
-        assert list(folder.glob("counter_*.db"))
-    assert not folder.exists()
+def test_stopping_the_server_removes_the_metrics_folder_it_made(server: service.Service, metrics_folder: Path) -> None:
+    # Last in this module: it stops the shared server.
+    assert list(metrics_folder.glob("counter_*.db"))
+    assert server.stop() == 0
+    assert not metrics_folder.exists()

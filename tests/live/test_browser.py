@@ -20,12 +20,9 @@ WAIT_S = 60
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[service.Service]:
-    chromium.require_chromium()  # before spending a server start
-    # A real ImageNet model, so that the page shows real answers; one worker is enough for one browser.
-    log = tmp_path_factory.mktemp("browser") / "gunicorn.log"
-    with service.running(log, {"MODEL_FACTORY": "tests.efficientnet_lite:build"}, workers=1) as running:
-        yield running
+def server(request: pytest.FixtureRequest) -> service.Service:
+    chromium.require_chromium()  # before a server is started for nothing
+    return request.getfixturevalue("live_server")  # type: ignore[no-any-return]
 
 
 @pytest.fixture(scope="module")

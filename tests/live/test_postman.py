@@ -13,7 +13,7 @@ import pytest
 from tests import service
 from tests.conftest import Photo
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 COLLECTION = REPO / "postman" / "classify.postman_collection.json"
 NEWMAN = REPO / "node_modules" / ".bin" / "newman"
 
@@ -22,18 +22,18 @@ def requests_in(collection: dict) -> int:  # type: ignore[type-arg]
     return sum(requests_in(item) if "item" in item else 1 for item in collection["item"])
 
 
-def test_postman_collection_passes_against_the_real_server(tmp_path: Path, seeded_weights: Path, photos: list[Photo]) -> None:
+def test_postman_collection_passes_against_the_real_server(tmp_path: Path, request: pytest.FixtureRequest, photos: list[Photo]) -> None:
     if shutil.which("node") is None:
         pytest.skip("node is not installed: newman cannot run the Postman collection")
-    assert NEWMAN.exists(), f"{NEWMAN} is missing: run `npm ci` in {REPO} (`make setup` does when npm is installed)"
+    assert NEWMAN.exists(), f"{NEWMAN} is missing: run `npm ci` in {REPO} (`make test` does when npm is installed)"
+    live_server: service.Service = request.getfixturevalue("live_server")
     report = tmp_path / "newman.json"
-    with service.running(tmp_path / "gunicorn.log", {"MODEL_WEIGHTS": str(seeded_weights)}, workers=2) as server:
-        result = subprocess.run(
-            [str(NEWMAN), "run", str(COLLECTION), "--env-var", f"baseUrl={server.url}",
-             "--env-var", f"photo={photos[0].path}", "--env-var", f"photo2={photos[1].path}",
-             "--reporters", "cli,json", "--reporter-json-export", str(report), "--color", "off", "--disable-unicode"],
-            capture_output=True, text=True, timeout=300, env={**os.environ, "NO_UPDATE_NOTIFIER": "1"},
-        )  # fmt: skip
+    result = subprocess.run(
+        [str(NEWMAN), "run", str(COLLECTION), "--env-var", f"baseUrl={live_server.url}",
+         "--env-var", f"photo={photos[0].path}", "--env-var", f"photo2={photos[1].path}",
+         "--reporters", "cli,json", "--reporter-json-export", str(report), "--color", "off", "--disable-unicode"],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "NO_UPDATE_NOTIFIER": "1"},
+    )  # fmt: skip
     assert result.returncode == 0, result.stdout[-8000:] + result.stderr[-2000:]
     stats = json.loads(report.read_text())["run"]["stats"]
     assert stats["requests"] == {"total": requests_in(json.loads(COLLECTION.read_text())), "pending": 0, "failed": 0}
