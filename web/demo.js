@@ -17,6 +17,12 @@
     errorBox.hidden = !message;
   }
 
+  function fail(message) {
+    status.textContent = "";
+    result.hidden = true; // no half answer: the message says it all
+    showError(message);
+  }
+
   function showPreview(file) {
     if (previewUrl) URL.revokeObjectURL(previewUrl);
     previewUrl = URL.createObjectURL(file);
@@ -72,15 +78,13 @@
     try {
       response = await fetch("classify?topk=5", { method: "POST", body: form, headers: { Accept: "application/json" } });
     } catch (error) {
-      status.textContent = "";
-      showError(`The service could not be reached (${error.message}).`);
+      fail(`The service could not be reached (${error.message}).`);
       return;
     }
     const answer = await readAnswer(response);
     if (!response.ok || !answer || !answer.predictions) {
-      status.textContent = "";
       const message = answer && answer.error ? answer.error.message : "";
-      showError(message || `The service answered ${response.status} ${response.statusText}.`);
+      fail(message || `The service answered ${response.status} ${response.statusText}.`);
       return;
     }
     showPredictions(answer.predictions);

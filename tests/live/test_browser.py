@@ -114,6 +114,7 @@ def test_demo_page_shows_the_services_error_plainly(browser: webdriver.Chrome, s
     WebDriverWait(browser, WAIT_S).until(lambda d: error.is_displayed())
     assert error.text == api_answer(server, notes)["error"]["message"]
     assert browser.find_elements(By.CSS_SELECTOR, "#predictions li") == []
+    assert not browser.find_element(By.ID, "result").is_displayed()  # no broken preview beside the message
 
 
 def test_demo_page_fits_a_phone_screen(server: service.Service, photo: Photo) -> None:
