@@ -211,6 +211,23 @@ def main() -> None:
     say(f"\nBatch speed-up: **{batched['img_per_s'] / singles['img_per_s']:.2f}x** (target >= 1.1).\n")
     server.stop()
 
+    one = Server({**env, "WEB_CONCURRENCY": "1"})
+    load(one, photos, 1, 3)
+    single_worker = one.memory_mb()
+    one.stop()
+    extra = (end_memory["pss_mb"] - single_worker["pss_mb"]) / max(1, end_memory["processes"] - single_worker["processes"])
+    say("## Memory per worker\n")
+    say(f"PSS with 1 worker: {single_worker['pss_mb']} MB; with {end_memory['processes'] - 1}: {end_memory['pss_mb']} MB: "
+        f"**{extra:.0f} MB PSS per extra worker** (target <= 150).\n")
+
+    agreement = run_json([python(), str(REPO / "bench" / "agreement.py")])
+    say("## Accuracy of the speed options (EfficientNet-Lite0, real ImageNet weights)\n")
+    say(f"Reduced-scale JPEG decoding vs full-size decoding, {agreement['photos']} shared photos upscaled to 4000x3000: "
+        f"top-1 agreement **{agreement['reduced_decode_agreement']:.3f}** (target >= 0.99).")
+    if agreement["bf16_agreement"] is not None:
+        say(f"bf16 vs fp32 top-1 agreement: **{agreement['bf16_agreement']:.3f}** (target >= 0.99).")
+    say("")
+
     say("## bf16\n")
     bf16_raw = run_json([python(), str(REPO / "bench" / "raw.py"), "--processes", "1", "--threads", str(cpus), "--seconds", "5"],
                         env={"PRECISION": "bf16"})
