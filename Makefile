@@ -1,10 +1,11 @@
 # make run   - set up (once) and serve on http://127.0.0.1:8000
 # make test  - set up (once) and run the test suite
+# make bench - set up (once) and benchmark the service on this machine (prints a table)
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup run test clean
+.PHONY: setup run test bench clean
 
 setup: $(VENV)/.installed
 
@@ -27,3 +28,6 @@ test: setup node_modules/.installed
 
 clean:
 	rm -rf $(VENV) .pytest_cache node_modules
+
+bench: setup
+	$(BIN)/python bench/run.py

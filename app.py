@@ -22,7 +22,8 @@ from upload import InMemoryRequest
 
 
 def torch_threads(config: Mapping[str, Any]) -> int:
-    """Explicit TORCH_THREADS, else this worker's share of the usable CPUs."""
+    """Explicit TORCH_THREADS, else this worker's share of the usable CPUs (the fixed fallback
+    when there is no shared CPU budget; under gunicorn cpu_budget adapts it per request)."""
     return config["TORCH_THREADS"] or max(1, available_cpus() // config["WORKERS"])
 
 
@@ -33,7 +34,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.request_class = InMemoryRequest
     app.json.sort_keys = False  # type: ignore[attr-defined]
 
-    set_threads(torch_threads(app.config))
+    app.extensions["torch_threads"] = torch_threads(app.config)
+    set_threads(app.extensions["torch_threads"])
     app.extensions["classifier"] = load_classifier(ModelSpec.from_settings(app.config))
 
     register_error_handlers(app)

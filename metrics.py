@@ -67,7 +67,7 @@ def _model_labels(classifier: Classifier) -> dict[str, str]:
         "name": classifier.name,
         "architecture": type(classifier.module).__name__ if classifier.spec.factory else classifier.spec.arch,
         "weights_file": classifier.weights_path.name if classifier.weights_path else "",
-        "precision": classifier.spec.precision,
+        "precision": classifier.precision,  # what runs, after falling back from bf16 where unsupported
         "torch": torch.__version__,
         "torchvision": torchvision.__version__,
     }

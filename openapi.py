@@ -160,7 +160,18 @@ def _schemas() -> dict[str, Any]:
                 "precision": {"type": "string", "enum": ["fp32", "bf16"]},
                 "torch": {"type": "string"},
                 "torchvision": {"type": "string"},
-                "threads": {"type": "integer", "description": "Torch threads of the worker that answered."},
+                "threads": {
+                    "type": "object",
+                    "description": "Torch threads per request: fixed (`per_request`), or adaptive under gunicorn: "
+                    "`lone_request` when no other worker is busy, `all_workers_busy` when all are.",
+                    "required": ["adaptive"],
+                    "properties": {
+                        "adaptive": {"type": "boolean"},
+                        "per_request": {"type": "integer"},
+                        "lone_request": {"type": "integer"},
+                        "all_workers_busy": {"type": "integer"},
+                    },
+                },
                 "limits": {
                     "type": "object",
                     "properties": {
