@@ -37,7 +37,8 @@ def test_a_missing_configured_folder_is_created(tmp_path: Path, monkeypatch: pyt
 
 
 def test_without_configuration_a_private_folder_is_made_and_removed(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    # Empty counts as unset; setenv (unlike delenv of an absent variable) also undoes what prepare() sets.
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", "")
     folder = metrics_multiprocess.prepare()
     try:
         assert folder.is_dir() and not list(folder.iterdir())
@@ -45,3 +46,8 @@ def test_without_configuration_a_private_folder_is_made_and_removed(monkeypatch:
     finally:
         metrics_multiprocess.cleanup()
     assert not folder.exists()
+
+
+def test_these_tests_leave_the_environment_as_they_found_it() -> None:
+    # prepare() sets the variable; a leak would send every later server's metrics to a stale folder.
+    assert "PROMETHEUS_MULTIPROC_DIR" not in os.environ or not os.environ["PROMETHEUS_MULTIPROC_DIR"].startswith("/dev/shm/classify-")
