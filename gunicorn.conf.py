@@ -4,6 +4,7 @@ The master imports torch (so workers share those pages after the fork) but runs 
 compute: OpenMP thread pools do not survive a fork. Each worker builds its own model.
 """
 
+import gc
 import os
 import sys
 
@@ -11,7 +12,7 @@ import cpu_budget
 import metrics_multiprocess
 import settings
 from cpus import available_cpus
-from model import ModelLoadError, ModelSpec, preflight
+from model import ModelLoadError, ModelSpec, preflight, release_free_memory
 
 wsgi_app = "wsgi:app"
 
@@ -36,6 +37,9 @@ errorlog = "-"
 
 
 def pre_fork(server, worker):  # noqa: ANN001, ANN201 - gunicorn hook, in the master
+    # Keep the master's objects (torch, torchvision) out of the workers' garbage collections:
+    # a collection writes to every object it visits, turning shared pages into private copies.
+    gc.freeze()
     taken = {getattr(live, "cpu_slot", -1) for live in server.WORKERS.values()}
     worker.cpu_slot = cpu_budget.free_slot(taken)
 
@@ -51,6 +55,7 @@ def on_starting(server):  # noqa: ANN001, ANN201 - gunicorn hook
     except (settings.ConfigError, ModelLoadError) as exc:
         print(f"classify: cannot start: {exc}", file=sys.stderr, flush=True)
         sys.exit(1)
+    release_free_memory()  # the checked weights, before the workers inherit the heap
     # Before any worker forks: workers then count into files there, which /metrics adds up.
     server.log.info("Metrics folder: %s", metrics_multiprocess.prepare())
 
