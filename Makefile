@@ -1,10 +1,11 @@
 # make run   - set up (once) and serve on http://127.0.0.1:8000
 # make test  - set up (once) and run the test suite
+# make bench - set up (once) and benchmark the service on this machine (prints a table)
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup run test clean
+.PHONY: setup run test bench clean
 
 setup: $(VENV)/.installed
 
@@ -14,14 +15,22 @@ $(VENV)/.installed: requirements.txt requirements-test.txt
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-test.txt
 	touch $@
 
+# newman, for the tests only (it runs the Postman collection); without npm that test is skipped.
+node_modules/.installed: package.json package-lock.json
+	if command -v npm >/dev/null; then npm ci --no-audit --no-fund --loglevel=error && touch $@; \
+	else echo "npm not found: the Postman collection test will be skipped"; fi
+
 run: setup
 	exec $(BIN)/gunicorn -c gunicorn.conf.py
 
-test: setup
+test: setup node_modules/.installed
 	$(BIN)/python -m pytest
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache node_modules
+
+bench: setup
+	$(BIN)/python bench/run.py
 
 # make load   - 64 clients x 60 s, then 10,000 requests with RSS per worker (about 10 min; loopback only)
 # make chaos  - SIGKILL/SIGHUP/SIGTERM under load, slow clients (about 3 min; loopback only)

@@ -1,4 +1,4 @@
-"""Optional API keys: `Authorization: Bearer <key>` or `X-API-Key: <key>`; /health stays open.
+"""Optional API keys: `Authorization: Bearer <key>` or `X-API-Key: <key>`; /health and the docs stay open.
 
 Keys come from API_KEYS (comma-separated) and API_KEYS_FILE (one per line, `#` comments). With
 no keys configured every request is let in. Keys are compared as SHA-256 digests with
@@ -19,7 +19,11 @@ from flask import Flask, Request, Response, request
 from errors import error_response
 from settings import ConfigError
 
-OPEN_PATHS = frozenset({"/health"})  # load balancers probe it without credentials
+# /health: load balancers probe it without credentials. The API's description and its docs page
+# say how to authenticate, so they are readable without a key; /metrics, /model and the demo
+# page are not.
+OPEN_PATHS = frozenset({"/health", "/openapi.json", "/docs"})
+OPEN_PREFIXES = ("/docs/",)
 REALM = 'Bearer realm="classify"'
 
 
@@ -70,7 +74,7 @@ def _unauthorized(message: str, challenge: str) -> Response:
 def _checker(digests: list[bytes]) -> Callable[[], Response | None]:
     def check_api_key() -> Response | None:
         # CORS preflights carry no credentials by design; they reveal nothing and run no model.
-        if request.path in OPEN_PATHS or request.method == "OPTIONS":
+        if request.path in OPEN_PATHS or request.path.startswith(OPEN_PREFIXES) or request.method == "OPTIONS":
             return None
         key = presented_key(request)
         if key is None:

@@ -7,6 +7,8 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
+import cpu_budget
+import request_stats
 from errors import APIError
 from images import DecodedImage, decode_image
 from model import Classifier
@@ -19,15 +21,22 @@ def classifier() -> Classifier:
     return current_app.extensions["classifier"]  # type: ignore[no-any-return]
 
 
-def _decode_all(uploads: list[Upload]) -> list[DecodedImage | APIError]:
+def threads_now() -> int:
+    """Torch threads for this request: TORCH_THREADS if pinned, else what the CPU budget allows now."""
     config = current_app.config
-    decoded: list[DecodedImage | APIError] = []
-    for upload in uploads:
+    return config["TORCH_THREADS"] or cpu_budget.threads(default=current_app.extensions["torch_threads"])
+
+
+def _decode_all(uploads: list[Upload], min_side: int | None, threads: int) -> list[DecodedImage | APIError]:
+    max_pixels = current_app.config["MAX_IMAGE_PIXELS"]
+
+    def decode(upload: Upload) -> DecodedImage | APIError:
         try:
-            decoded.append(decode_image(upload.data, config["MAX_IMAGE_PIXELS"]))
+            return decode_image(upload.data, max_pixels, min_side)
         except APIError as error:
-            decoded.append(error)
-    return decoded
+            return error
+
+    return cpu_budget.map_parallel(decode, uploads, threads)
 
 
 def _entry(upload: Upload, outcome: DecodedImage | APIError, predictions: list[Any] | None) -> dict[str, Any]:
@@ -40,18 +49,31 @@ def _entry(upload: Upload, outcome: DecodedImage | APIError, predictions: list[A
     }
 
 
+def _note(uploads: list[Upload], decoded: list[DecodedImage | APIError], inference_seconds: float | None) -> None:
+    """For the metrics and the request log."""
+    stats = request_stats.current()
+    stats.images = len(uploads)
+    stats.upload_bytes = sum(len(upload.data) for upload in uploads)
+    stats.classified = sum(isinstance(d, DecodedImage) for d in decoded)
+    stats.rejected = [d.code for d in decoded if isinstance(d, APIError)]
+    stats.inference_seconds = inference_seconds
+
+
 @bp.post("/classify")
 def classify() -> Response | tuple[Response, int]:
     started = time.perf_counter()
     model = classifier()
     topk = read_topk(request, current_app.config["DEFAULT_TOPK"], model.num_classes)
     uploads = read_uploads(request, current_app.config["MAX_FILES"])
+    min_side = model.decode_min_side if current_app.config["REDUCED_DECODE"] else None
 
-    decoded = _decode_all(uploads)
-    decoded_at = time.perf_counter()
-    good = [d for d in decoded if isinstance(d, DecodedImage)]
-    predictions = iter(model.predict([d.image for d in good], topk) if good else [])
+    with cpu_budget.busy():
+        decoded = _decode_all(uploads, min_side, threads_now())
+        decoded_at = time.perf_counter()
+        good = [d for d in decoded if isinstance(d, DecodedImage)]
+        predictions = iter(model.predict([d.image for d in good], topk, threads_now()) if good else [])
     finished = time.perf_counter()
+    _note(uploads, decoded, finished - decoded_at if good else None)
 
     entries = [_entry(u, d, None if isinstance(d, APIError) else next(predictions)) for u, d in zip(uploads, decoded)]
     timing = {
@@ -86,4 +108,12 @@ def model_info() -> Response:
         "max_files": config["MAX_FILES"],
         "default_topk": config["DEFAULT_TOPK"],
     }
-    return jsonify(**classifier().describe(), limits=limits)
+    return jsonify(**classifier().describe(), threads=_thread_policy(), limits=limits)
+
+
+def _thread_policy() -> dict[str, Any]:
+    config = current_app.config
+    share = current_app.extensions["torch_threads"]
+    if config["TORCH_THREADS"] or not cpu_budget.shared():
+        return {"adaptive": False, "per_request": share}
+    return {"adaptive": True, "lone_request": cpu_budget.threads_when_alone(), "all_workers_busy": share}

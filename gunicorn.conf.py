@@ -4,12 +4,15 @@ The master imports torch (so workers share those pages after the fork) but runs 
 compute: OpenMP thread pools do not survive a fork. Each worker builds its own model.
 """
 
+import gc
 import os
 import sys
 
+import cpu_budget
+import metrics_multiprocess
 import settings
-import weights
 from cpus import available_cpus
+from model import ModelLoadError, ModelSpec, preflight, release_free_memory
 
 wsgi_app = "wsgi:app"
 
@@ -19,8 +22,9 @@ bind = [f"[{_host}]:{_port}" if ":" in _host else f"{_host}:{_port}"]
 
 workers = int(os.environ.get("WEB_CONCURRENCY") or available_cpus())
 worker_class = "sync_worker.SyncWorker"  # sync, plus a header deadline and JSON errors
-# Each worker's share of the CPUs for torch threads (see app.torch_threads).
+# A lone request may use every CPU, busy workers split them (cpu_budget.py): shared flags made here.
 os.environ["CLASSIFY_WORKERS"] = str(workers)
+cpu_budget.install(cpus=available_cpus(), slots=max(64, 4 * workers))
 
 timeout = int(os.environ.get("TIMEOUT", "30"))  # a request, or a worker's model load, may take this long
 graceful_timeout = int(os.environ.get("GRACEFUL_TIMEOUT", "30"))  # in-flight requests finish on SIGTERM
@@ -28,15 +32,38 @@ keepalive = 5
 worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None  # heartbeat off slow disks
 control_socket_disable = True  # one shared ~/.gunicorn socket would clash between instances
 
-accesslog = "-"
+accesslog = None  # the app writes one JSON line per request instead (request_log.py)
 errorlog = "-"
-access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms'
+
+
+def pre_fork(server, worker):  # noqa: ANN001, ANN201 - gunicorn hook, in the master
+    # Keep the master's objects (torch, torchvision) out of the workers' garbage collections:
+    # a collection writes to every object it visits, turning shared pages into private copies.
+    gc.freeze()
+    taken = {getattr(live, "cpu_slot", -1) for live in server.WORKERS.values()}
+    worker.cpu_slot = cpu_budget.free_slot(taken)
+
+
+def post_fork(server, worker):  # noqa: ANN001, ANN201 - gunicorn hook, in the new worker
+    cpu_budget.attach(worker.cpu_slot)
 
 
 def on_starting(server):  # noqa: ANN001, ANN201 - gunicorn hook
     """Refuse to start, once and clearly, when the configuration or the weights are unusable."""
     try:
-        weights.ensure_available(settings.load())
-    except (settings.ConfigError, weights.WeightsError) as exc:
+        preflight(ModelSpec.from_settings(settings.load()))
+    except (settings.ConfigError, ModelLoadError) as exc:
         print(f"classify: cannot start: {exc}", file=sys.stderr, flush=True)
         sys.exit(1)
+    release_free_memory()  # the checked weights, before the workers inherit the heap
+    # Before any worker forks: workers then count into files there, which /metrics adds up.
+    server.log.info("Metrics folder: %s", metrics_multiprocess.prepare())
+
+
+def child_exit(server, worker):  # noqa: ANN001, ANN201 - gunicorn hook, in the master
+    cpu_budget.release(worker.cpu_slot)  # a worker killed mid-request must not stay "busy"
+    metrics_multiprocess.worker_exited(worker.pid)  # its counts stay; its live gauges go
+
+
+def on_exit(server):  # noqa: ANN001, ANN201 - gunicorn hook
+    metrics_multiprocess.cleanup()

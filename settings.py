@@ -20,7 +20,8 @@ DEFAULTS: dict[str, Any] = {
     "LABELS_FILE": None,  # one class name per line; default imagenet_classes.txt
     "MODEL_FACTORY": None,  # "package.module:function" returning (module, preprocess)
     "PRECISION": "fp32",
-    "TORCH_THREADS": None,  # None: all usable CPUs divided by the number of workers
+    "REDUCED_DECODE": True,  # large JPEGs decoded at 1/2, 1/4, 1/8 scale when that still covers the model's input
+    "TORCH_THREADS": None,  # None: adaptive under gunicorn (see cpu_budget.py), else all usable CPUs
     "WORKERS": 1,  # set by gunicorn.conf.py so each worker knows its share of the CPUs
     "MAX_CONTENT_LENGTH": 20 * MIB,
     "MAX_IMAGE_PIXELS": 100_000_000,
@@ -85,6 +86,7 @@ ENVIRONMENT: dict[str, tuple[str, Callable[[str], Any]]] = {
     "LABELS_FILE": ("LABELS_FILE", _text),
     "MODEL_FACTORY": ("MODEL_FACTORY", _text),
     "PRECISION": ("PRECISION", str.strip),
+    "REDUCED_DECODE": ("REDUCED_DECODE", _boolean),
     "TORCH_THREADS": ("TORCH_THREADS", _positive_int),
     "CLASSIFY_WORKERS": ("WORKERS", _positive_int),
     "MAX_UPLOAD_MB": ("MAX_CONTENT_LENGTH", _megabytes),

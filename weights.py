@@ -1,7 +1,7 @@
 """Where model weights come from: torchvision's hash-checked cache, or a local file.
 
-Nothing here runs torch compute, so the gunicorn master may call `ensure_available`
-before it forks: a missing file is reported once, clearly, instead of by every worker.
+Nothing here runs torch compute, so the gunicorn master may use it before it forks
+(model.preflight): a missing file is reported once, clearly, instead of by every worker.
 """
 
 from __future__ import annotations
@@ -83,11 +83,11 @@ def _reason(exc: Exception) -> str:
 
 def load_torchvision(weights: WeightsEnum, download: bool = True) -> dict[str, Any]:
     """The state dict, the standard torchvision way (load_state_dict_from_url with check_hash)."""
-    ensure_cached(weights, download)
+    path = ensure_cached(weights, download)
     try:
         return weights.get_state_dict(progress=False, check_hash=True, weights_only=True, map_location="cpu")
     except Exception as exc:
-        raise WeightsError(f"The cached weights file {cache_path(weights)} could not be read ({_reason(exc)}); delete it and start again.") from None
+        raise WeightsError(f"The cached weights file {path} could not be read ({_reason(exc)}); delete it and start again.") from None
 
 
 def _unwrap(checkpoint: Any) -> Mapping[str, Any]:
@@ -121,14 +121,3 @@ def load_local(path: str | os.PathLike[str]) -> dict[str, Any]:
             f"MODEL_WEIGHTS={str(path)!r} could not be read as a weights-only state dict ({_reason(exc)}): "
             "it is corrupt, or a whole pickled model. Save weights with torch.save(model.state_dict(), path)."
         ) from None
-
-
-def ensure_available(settings: Mapping[str, Any]) -> None:
-    """Fail fast, before any worker starts, when no weights can be had. Raises WeightsError."""
-    if settings.get("MODEL_FACTORY"):
-        return  # the factory finds its own weights; its errors surface when a worker loads it
-    if settings.get("MODEL_WEIGHTS"):
-        _existing_file(settings["MODEL_WEIGHTS"])
-        return
-    weights = torchvision_weights(settings["MODEL_ARCH"], settings["TORCHVISION_WEIGHTS"])
-    ensure_cached(weights, settings["MODEL_DOWNLOAD"])

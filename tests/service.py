@@ -64,7 +64,7 @@ def start(log_path: Path, env: Mapping[str, str], workers: int = 2, ready_timeou
         try:
             if requests.get(f"{service.url}/health", timeout=2).status_code == 200:
                 return service
-        except (requests.ConnectionError, requests.Timeout):  # not listening yet, or workers still loading
+        except (requests.ConnectionError, requests.Timeout):  # a slow model load keeps the first request queued
             pass
         time.sleep(0.1)
     service.stop()

@@ -180,4 +180,4 @@ def test_model_describes_architecture_weights_and_preprocessing(client: FlaskCli
     assert body["input_shape"] == [3, 224, 224]
     assert body["preprocessing"]["resize"] == 256 and body["preprocessing"]["center_crop"] == 224
     assert body["torch"].startswith("2.") and body["torchvision"].startswith("0.")
-    assert body["threads"] >= 1
+    assert body["threads"]["per_request"] >= 1

@@ -113,3 +113,15 @@ def test_bad_uploads_are_refused_with_a_clear_code(data: bytes, status: int, cod
 
 def test_tiny_images_are_classifiable() -> None:
     assert decode(image_bytes("RGB", (1, 1), "PNG")).size == (1, 1)
+
+
+def test_large_jpegs_decode_at_reduced_scale_but_report_their_real_size() -> None:
+    big = image_bytes("RGB", (2000, 1500), "JPEG")
+    decoded = decode_image(big, LIMIT, min_side=512)
+    assert decoded.image.size == (1000, 750)  # libjpeg's 1/2 scale: the largest cut keeping >= 512
+    assert (decoded.width, decoded.height) == (2000, 1500)
+
+
+def test_reduced_scale_never_goes_below_the_side_asked_for_nor_touches_other_formats() -> None:
+    assert decode_image(image_bytes("RGB", (900, 700), "JPEG"), LIMIT, min_side=512).image.size == (900, 700)
+    assert decode_image(image_bytes("RGB", (2000, 1500), "PNG"), LIMIT, min_side=512).image.size == (2000, 1500)

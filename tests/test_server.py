@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from cpus import available_cpus
 from tests import service
 from tests.conftest import Photo
 
@@ -64,12 +65,11 @@ def test_concurrent_requests_all_answered_consistently_by_both_workers(server: s
     assert all(len(top1s) == 1 for top1s in by_photo.values())  # every worker gives the same answer
 
 
-def test_model_endpoint_reports_threads_per_worker(server: service.Service) -> None:
-    # Two workers on this machine's CPUs: each gets its share of torch threads, never more.
+def test_model_endpoint_reports_the_adaptive_thread_policy(server: service.Service) -> None:
+    # Two workers: a lone request may use every CPU; with both busy each gets its share.
     body = requests.get(f"{server.url}/model", timeout=30).json()
-    from cpus import available_cpus
-
-    assert body["threads"] == max(1, available_cpus() // 2)
+    cpus = available_cpus()
+    assert body["threads"] == {"adaptive": True, "lone_request": cpus, "all_workers_busy": max(1, cpus // 2)}
 
 
 def test_sigterm_stops_the_service_cleanly(tmp_path: Path, seeded_weights: Path) -> None:
@@ -85,16 +85,19 @@ def test_sigterm_stops_the_service_cleanly(tmp_path: Path, seeded_weights: Path)
         {"MODEL_WEIGHTS": "/nonexistent/resnet18.pth"},
         {"MODEL_WEIGHTS": "", "MODEL_DOWNLOAD": "0"},  # TORCH_HOME set to an empty folder below
         {"MODEL_WEIGHTS": "__garbage__"},
+        {"MODEL_WEIGHTS": "__resnet18__", "MODEL_ARCH": "resnet34"},
     ],
-    ids=["missing-file", "empty-cache-offline", "not-a-state-dict"],
+    ids=["missing-file", "empty-cache-offline", "not-a-state-dict", "weights-of-another-architecture"],
 )
-def test_without_usable_weights_the_server_refuses_to_start_with_a_clear_message(tmp_path: Path, env: dict[str, str]) -> None:
+def test_without_usable_weights_the_server_refuses_to_start_with_a_clear_message(
+    tmp_path: Path, seeded_weights: Path, env: dict[str, str]
+) -> None:
     garbage = tmp_path / "garbage.pth"
     garbage.write_bytes(b"this is not a torch file")
-    env = {key: value.replace("__garbage__", str(garbage)) for key, value in env.items()}
+    env = {key: value.replace("__garbage__", str(garbage)).replace("__resnet18__", str(seeded_weights)) for key, value in env.items()}
     result = service.run_to_exit({**env, "TORCH_HOME": str(tmp_path / "torch-home")})
     output = result.stdout + result.stderr
     assert result.returncode != 0
-    assert "classify: cannot start:" in output
-    assert "MODEL_WEIGHTS" in output
+    assert output.count("classify: cannot start:") == 1  # said once, by the master, before any worker
+    assert "MODEL_WEIGHTS" in output or "do not fit" in output
     assert "Traceback" not in output

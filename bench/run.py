@@ -1,0 +1,246 @@
+"""Benchmark the service the way it is run (`make bench`): one table, in under ~10 minutes.
+
+1. The raw limit: the model alone (bench/raw.py), best arrangement of processes x threads.
+2. The real service, started with `make run` (gunicorn, WEB_CONCURRENCY workers), cold start
+   timed to the first successful classification.
+3. Real multipart uploads of the shared photos from a separate client process (bench/load.py)
+   at each concurrency level: img/s, latency percentiles, errors, server CPU, RSS and PSS.
+4. Phone-size photos (4000x3000 JPEGs made from the shared photos), batches of 8, and bf16.
+
+Nothing here asserts: it prints figures. BENCHMARKS.md explains them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from cpus import available_cpus  # noqa: E402
+from tests.service import free_port  # noqa: E402
+
+RESULTS = REPO / "bench" / "results"
+PHOTOS = Path(os.environ.get("SHARED_DIR", REPO.parent / "shared")) / "images" / "imagenet-samples"
+PEERS_FP32 = {1: 28.9, 4: 34.0, 16: 37.7}  # best peer img/s per concurrency, from the project's reference run
+
+
+def python() -> str:
+    return str(REPO / ".venv" / "bin" / "python")
+
+
+def weights_env() -> dict[str, str]:
+    """Real weights if the torchvision cache or MODEL_WEIGHTS has them, else seeded ones (same speed)."""
+    if os.environ.get("MODEL_WEIGHTS") or os.environ.get("MODEL_FACTORY"):
+        return {}
+    torch_home = Path(os.environ.get("TORCH_HOME", Path.home() / ".cache" / "torch"))
+    if (torch_home / "hub" / "checkpoints" / "resnet18-f37072fd.pth").is_file():
+        return {}
+    seeded = RESULTS / "resnet18-seeded.pth"
+    if not seeded.is_file():
+        script = "import torch, torchvision, sys; torch.manual_seed(0); torch.save(torchvision.models.resnet18().state_dict(), sys.argv[1])"
+        subprocess.run([python(), "-c", script, str(seeded)], check=True)
+    return {"MODEL_WEIGHTS": str(seeded)}
+
+
+def large_photos(count: int = 8) -> list[Path]:
+    """4000x3000 JPEGs (phone size) made by upscaling shared photos, cached in bench/results."""
+    from PIL import Image
+
+    folder = RESULTS / "large"
+    folder.mkdir(parents=True, exist_ok=True)
+    made = []
+    for source in sorted(PHOTOS.glob("*.JPEG"))[:count]:
+        target = folder / source.name
+        if not target.is_file():
+            Image.open(source).convert("RGB").resize((4000, 3000), Image.BICUBIC).save(target, quality=95)
+        made.append(target)
+    return made
+
+
+def run_json(command: list[str], env: dict[str, str] | None = None) -> dict:
+    output = subprocess.run(command, capture_output=True, text=True, env={**os.environ, **(env or {})}, check=True).stdout
+    return json.loads(output.strip().splitlines()[-1])
+
+
+class Server:
+    """The service started as the README starts it; its processes' CPU time and memory."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = open(RESULTS / "server.log", "ab")  # noqa: SIM115
+        started = time.monotonic()
+        self.process = subprocess.Popen(
+            ["make", "--no-print-directory", "run"],
+            cwd=REPO,
+            env={**os.environ, "HOST": "127.0.0.1", "PORT": str(self.port), **env},
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        photo = sorted(PHOTOS.glob("*.JPEG"))[0].read_bytes()
+        while True:
+            if self.process.poll() is not None or time.monotonic() - started > 120:
+                raise SystemExit(f"the service did not start; see {RESULTS / 'server.log'}")
+            try:
+                if requests.post(f"{self.url}/classify", data=photo, headers={"Content-Type": "image/jpeg"}, timeout=10).ok:
+                    break
+            except requests.ConnectionError:
+                time.sleep(0.05)
+        self.cold_start_s = time.monotonic() - started
+
+    def pids(self) -> list[int]:
+        master = int(subprocess.run(["pgrep", "-P", str(self.process.pid), "-f", "gunicorn"], capture_output=True, text=True).stdout.split()[0])
+        workers = subprocess.run(["pgrep", "-P", str(master)], capture_output=True, text=True).stdout.split()
+        return [master, *map(int, workers)]
+
+    def cpu_ticks(self) -> int:
+        total = 0
+        for pid in self.pids():
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime + stime
+        return total
+
+    def memory_mb(self) -> dict[str, float]:
+        rss = pss = 0
+        for pid in self.pids():
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Rss:"):
+                    rss += int(line.split()[1])
+                elif line.startswith("Pss:"):
+                    pss += int(line.split()[1])
+        return {"rss_mb": round(rss / 1024, 1), "pss_mb": round(pss / 1024, 1), "processes": len(self.pids())}
+
+    def stop(self) -> None:
+        os.killpg(self.process.pid, signal.SIGTERM)
+        self.process.wait(60)
+        self.log.close()
+
+
+def load(server: Server, files: list[Path], concurrency: int, seconds: float, per_request: int = 1) -> dict:
+    hz = os.sysconf("SC_CLK_TCK")
+    ticks, began = server.cpu_ticks(), time.monotonic()
+    command = [python(), str(REPO / "bench" / "load.py"), server.url, *map(str, files)]
+    result = run_json([*command, "--concurrency", str(concurrency), "--seconds", str(seconds), "--per-request", str(per_request)])
+    result["server_cpu_pct"] = round(100 * (server.cpu_ticks() - ticks) / hz / (time.monotonic() - began))
+    return result
+
+
+def table(rows: list[list[object]], header: list[str]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Benchmark classify on this machine.")
+    parser.add_argument("--seconds", type=float, default=15, help="seconds per concurrency level")
+    parser.add_argument("--levels", default="1,2,4,8,16")
+    args = parser.parse_args()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    env = {**weights_env(), "BENCH_PHOTOS": str(PHOTOS)}
+    os.environ.update(env)
+    cpus = available_cpus()
+    photos = sorted(PHOTOS.glob("*.JPEG"))
+    out = io.StringIO()
+
+    def say(text: str = "") -> None:
+        print(text, flush=True)
+        out.write(text + "\n")
+
+    cpu_model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if "model name" in line), "?")
+    say(f"# classify benchmark, {time.strftime('%Y-%m-%d %H:%M')}\n")
+    say(f"Machine: {cpus} CPUs usable ({cpu_model}), {platform.python_version()}, weights: {env.get('MODEL_WEIGHTS', 'torchvision cache')}\n")
+
+    raw = {(p, t): run_json([python(), str(REPO / "bench" / "raw.py"), "--processes", str(p), "--threads", str(t), "--seconds", "8"])
+           for p, t in ((1, cpus), (cpus, 1))}
+    limit = max(r["img_per_s"] for r in raw.values())
+    alone_ms = raw[(1, cpus)]["median_ms"]
+    decode_ms = run_json([python(), str(REPO / "bench" / "raw.py"), "--decode"])["decode_preprocess_ms"]
+    say("## The model alone (fp32)\n")
+    say(table([[f"{p} x {t}", r["img_per_s"], r["median_ms"]] for (p, t), r in raw.items()], ["processes x threads", "img/s", "ms per forward"]))
+    say(f"\nRaw limit: **{limit} img/s**. One image on all {cpus} CPUs: {alone_ms} ms; decode + preprocess of a shared photo: {decode_ms} ms.\n")
+
+    server = Server(env)
+    say(f"Cold start (launch to first classification, {len(server.pids()) - 1} workers): **{server.cold_start_s:.2f} s**\n")
+    load(server, photos, cpus, 3)  # warm-up
+    rows, small_lone_p50 = [], 0.0
+    first_memory = server.memory_mb()
+    for level in [int(x) for x in args.levels.split(",")]:
+        result = load(server, photos, level, args.seconds)
+        memory = server.memory_mb()
+        if level == 1:
+            small_lone_p50 = result["p50_ms"]
+        peer = PEERS_FP32.get(level, "")
+        rows.append([level, result["img_per_s"], f"{result['img_per_s'] / limit:.2f}", result["p50_ms"], result["p95_ms"], result["p99_ms"],
+                     result["errors"], result["server_cpu_pct"], memory["rss_mb"], memory["pss_mb"], peer])
+    say("## The service, fp32, 500x375-ish shared photos, multipart uploads\n")
+    say(table(rows, ["clients", "img/s", "÷ raw limit", "p50 ms", "p95 ms", "p99 ms", "errors", "server CPU %", "RSS MB", "PSS MB", "best peer img/s"]))
+    target = 1.15 * (alone_ms + decode_ms)
+    say(f"\nLone request p50 {small_lone_p50} ms vs target 1.15 x ({alone_ms} + {decode_ms}) = {target:.1f} ms: "
+        f"**{small_lone_p50 / (alone_ms + decode_ms):.2f}x** the model-plus-decode latency.")
+    end_memory = server.memory_mb()
+    say(f"Memory: {end_memory['processes']} processes, RSS {end_memory['rss_mb']} MB, PSS {end_memory['pss_mb']} MB "
+        f"(after warm-up: RSS {first_memory['rss_mb']} MB).\n")
+
+    large = large_photos()
+    big_lone = load(server, large, 1, args.seconds)
+    big_four = load(server, large, 4, args.seconds)
+    say("## Phone photos (4000x3000 JPEG, ~1-2 MB)\n")
+    say(table([[1, big_lone["img_per_s"], big_lone["p50_ms"], big_lone["errors"]], [4, big_four["img_per_s"], big_four["p50_ms"], big_four["errors"]]],
+              ["clients", "img/s", "p50 ms", "errors"]))
+    say(f"\nLone phone photo p50 / lone shared photo p50: **{big_lone['p50_ms'] / small_lone_p50:.2f}x** (target <= 1.5).\n")
+
+    batched = load(server, photos, 1, args.seconds, per_request=8)
+    singles = load(server, photos, 1, args.seconds, per_request=1)
+    say("## Batches: one request of 8 images vs 8 requests of one (one client)\n")
+    say(table([["8 per request", batched["img_per_s"], batched["p50_ms"]], ["1 per request", singles["img_per_s"], singles["p50_ms"]]],
+              ["", "img/s", "p50 ms per request"]))
+    say(f"\nBatch speed-up: **{batched['img_per_s'] / singles['img_per_s']:.2f}x** (target >= 1.1).\n")
+    server.stop()
+
+    one = Server({**env, "WEB_CONCURRENCY": "1"})
+    load(one, photos, 1, 3)
+    single_worker = one.memory_mb()
+    one.stop()
+    extra = (end_memory["pss_mb"] - single_worker["pss_mb"]) / max(1, end_memory["processes"] - single_worker["processes"])
+    say("## Memory per worker\n")
+    say(f"PSS with 1 worker: {single_worker['pss_mb']} MB; with {end_memory['processes'] - 1}: {end_memory['pss_mb']} MB: "
+        f"**{extra:.0f} MB PSS per extra worker** (target <= 150).\n")
+
+    agreement = run_json([python(), str(REPO / "bench" / "agreement.py")])
+    say("## Accuracy of the speed options (EfficientNet-Lite0, real ImageNet weights)\n")
+    say(f"Reduced-scale JPEG decoding vs full-size decoding, {agreement['photos']} shared photos upscaled to 4000x3000: "
+        f"top-1 agreement **{agreement['reduced_decode_agreement']:.3f}** (target >= 0.99).")
+    if agreement["bf16_agreement"] is not None:
+        say(f"bf16 vs fp32 top-1 agreement: **{agreement['bf16_agreement']:.3f}** (target >= 0.99).")
+    say("")
+
+    say("## bf16\n")
+    bf16_raw = run_json([python(), str(REPO / "bench" / "raw.py"), "--processes", "1", "--threads", str(cpus), "--seconds", "5"],
+                        env={"PRECISION": "bf16"})
+    supported = run_json([python(), "-c", "import json, model; print(json.dumps({'ok': model.bf16_supported()}))"])["ok"]
+    if supported:
+        say(f"PRECISION=bf16, model alone: {bf16_raw['img_per_s']} img/s vs fp32 {raw[(1, cpus)]['img_per_s']} "
+            f"(**{bf16_raw['img_per_s'] / raw[(1, cpus)]['img_per_s']:.2f}x**).")
+    else:
+        say("This CPU has no native bf16 (AVX512-BF16 / AMX): the service serves fp32 when PRECISION=bf16 is asked for "
+            f"(measured above as {bf16_raw['img_per_s']} img/s, i.e. fp32), and says so in its log and in GET /model.")
+    (RESULTS / "latest.md").write_text(out.getvalue())
+    print(f"\nSaved to {RESULTS / 'latest.md'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,47 @@
+"""Prometheus multiprocess mode under gunicorn; these run in the master (see gunicorn.conf.py).
+
+prometheus_client decides at import whether to keep values in files, from PROMETHEUS_MULTIPROC_DIR.
+The master sets it before any worker starts, and workers import prometheus_client only after the
+fork, so every worker writes its files there. The folder must start empty: old files would add
+a previous run's counts to this one's.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+ENV = "PROMETHEUS_MULTIPROC_DIR"
+_created: Path | None = None  # a folder this process made, removed when the master exits
+
+
+def prepare() -> Path:
+    """Use PROMETHEUS_MULTIPROC_DIR emptied of metric files, or make a private folder in memory."""
+    global _created
+    configured = os.environ.get(ENV, "").strip()
+    if configured:
+        folder = Path(configured)
+        folder.mkdir(parents=True, exist_ok=True)
+        for stale in folder.glob("*.db"):  # only prometheus_client's files: the folder may hold others
+            stale.unlink()
+    else:
+        folder = Path(tempfile.mkdtemp(prefix="classify-metrics-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None))
+        _created = folder
+    os.environ[ENV] = str(folder)
+    return folder
+
+
+def worker_exited(pid: int) -> None:
+    """Forget a dead worker's live gauges; its counters and histograms stay in the totals."""
+    from prometheus_client import multiprocess  # imported late: only once ENV is set
+
+    multiprocess.mark_process_dead(pid)
+
+
+def cleanup() -> None:
+    global _created
+    if _created is not None:
+        shutil.rmtree(_created, ignore_errors=True)
+        _created = None

@@ -1,0 +1,53 @@
+"""The gunicorn master's side of multiprocess metrics: a clean folder before workers start, removed after."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import metrics_multiprocess
+
+
+def stale_counter(folder: Path) -> None:
+    """A previous run's real metric file: left there, its 1000 requests would add to this run's."""
+    code = "from prometheus_client import Counter; Counter('classify_http_requests', '', ['route']).labels('/classify').inc(1000)"
+    subprocess.run([sys.executable, "-c", code], env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(folder)}, check=True)
+
+
+def test_a_configured_folder_is_created_or_emptied_of_metric_files_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = tmp_path / "metrics"
+    folder.mkdir()
+    stale_counter(folder)
+    (folder / "README").write_text("not ours")
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(folder))
+    assert list(folder.glob("*.db"))
+    assert metrics_multiprocess.prepare() == folder
+    assert sorted(path.name for path in folder.iterdir()) == ["README"]
+    metrics_multiprocess.cleanup()
+    assert folder.exists()  # the operator's folder stays
+
+
+def test_a_missing_configured_folder_is_created(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path / "new" / "metrics"))
+    assert metrics_multiprocess.prepare().is_dir()
+
+
+def test_without_configuration_a_private_folder_is_made_and_removed(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Empty counts as unset; setenv (unlike delenv of an absent variable) also undoes what prepare() sets.
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", "")
+    folder = metrics_multiprocess.prepare()
+    try:
+        assert folder.is_dir() and not list(folder.iterdir())
+        assert os.environ["PROMETHEUS_MULTIPROC_DIR"] == str(folder)  # what the workers will inherit
+    finally:
+        metrics_multiprocess.cleanup()
+    assert not folder.exists()
+
+
+def test_these_tests_leave_the_environment_as_they_found_it() -> None:
+    # prepare() sets the variable; a leak would send every later server's metrics to a stale folder.
+    assert "PROMETHEUS_MULTIPROC_DIR" not in os.environ or not os.environ["PROMETHEUS_MULTIPROC_DIR"].startswith("/dev/shm/classify-")

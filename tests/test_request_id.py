@@ -1,0 +1,45 @@
+"""X-Request-ID: honoured when safe, otherwise generated, and echoed on every response."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from flask.testing import FlaskClient
+
+GENERATED = re.compile(r"[0-9a-f]{32}")
+
+
+@pytest.mark.parametrize("incoming", ["abc-123", "Root=1-5759e988-bd862e3fe1be46a994272793", "a" * 128, "3f2a1c0e-uuid:/+=@~._"])
+def test_a_safe_request_id_is_echoed_unchanged(client: FlaskClient, incoming: str) -> None:
+    assert client.get("/health", headers={"X-Request-ID": incoming}).headers["X-Request-ID"] == incoming
+
+
+@pytest.mark.parametrize("incoming", ["a" * 129, "has space", 'quote"', "semi;colon", "tab\there", "é", ""])
+def test_an_unsafe_or_overlong_request_id_is_replaced_by_a_generated_one(client: FlaskClient, incoming: str) -> None:
+    assert GENERATED.fullmatch(client.get("/health", headers={"X-Request-ID": incoming}).headers["X-Request-ID"])
+
+
+def test_each_request_without_an_id_gets_a_fresh_one(client: FlaskClient) -> None:
+    ids = {client.get("/health").headers["X-Request-ID"] for _ in range(3)}
+    assert len(ids) == 3 and all(GENERATED.fullmatch(i) for i in ids)
+
+
+def test_error_responses_carry_the_request_id_too(client: FlaskClient) -> None:
+    for response in (
+        client.get("/nowhere", headers={"X-Request-ID": "e1"}),
+        client.get("/classify", headers={"X-Request-ID": "e1"}),
+        client.post("/classify", data=b"x", content_type="text/plain", headers={"X-Request-ID": "e1"}),
+    ):
+        assert response.status_code >= 400 and response.headers["X-Request-ID"] == "e1"
+
+
+def test_the_request_log_line_is_json_with_the_id_and_what_the_request_did(client: FlaskClient, capsys: pytest.CaptureFixture[str]) -> None:
+    capsys.readouterr()
+    client.post("/classify", data=b"not an image", content_type="image/jpeg", headers={"X-Request-ID": "log-1"})
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 1
+    line = json.loads(lines[0])
+    assert line["request_id"] == "log-1"
+    assert (line["method"], line["route"], line["status"], line["images"], line["request_bytes"]) == ("POST", "/classify", 415, 1, 12)
