@@ -61,6 +61,27 @@ def test_health_stays_open_and_unknown_routes_are_not_revealed(hardened_client: 
     assert hardened_client.get("/no-such-route").status_code == 401
 
 
+@pytest.mark.parametrize("path", ["/metrics", "/model", "/"])
+def test_metrics_model_and_the_demo_page_need_a_key(hardened_client: FlaskClient, path: str) -> None:
+    assert_unauthorized(hardened_client.get(path), invalid=False)
+    assert hardened_client.get(path, headers={"X-API-Key": API_KEY}).status_code == 200
+
+
+def test_the_api_description_and_docs_stay_open_and_say_how_to_authenticate(hardened_client: FlaskClient) -> None:
+    assert hardened_client.get("/docs/").status_code == 200
+    document = hardened_client.get("/openapi.json").get_json()
+    assert set(document["components"]["securitySchemes"]) == {"bearer", "apiKey"}
+    classify = document["paths"]["/classify"]["post"]
+    assert "401" in classify["responses"] and classify["security"]
+    assert "security" not in document["paths"]["/health"]["get"]
+
+
+def test_without_keys_the_description_lists_no_security_scheme(client: FlaskClient) -> None:
+    document = client.get("/openapi.json").get_json()
+    assert "securitySchemes" not in document["components"]
+    assert "401" not in document["paths"]["/classify"]["post"]["responses"]
+
+
 def test_keys_come_from_the_environment_and_from_a_file_with_comments(
     tmp_path: Path, seeded_weights: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
