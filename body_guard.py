@@ -139,8 +139,8 @@ class GuardedInput(io.RawIOBase):
                 if not data:
                     return
                 drained += len(data)
-        except Exception:
-            pass
+        except Exception:  # the answer is already sent: a failure here only ends the draining early
+            return
 
 
 class BodyGuard:
