@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
@@ -21,13 +23,19 @@ def classifier() -> Classifier:
     return current_app.extensions["classifier"]  # type: ignore[no-any-return]
 
 
-def threads_now() -> int:
-    """Torch threads for this request: TORCH_THREADS if pinned, else what the CPU budget allows now."""
-    config = current_app.config
-    return config["TORCH_THREADS"] or cpu_budget.threads(default=current_app.extensions["torch_threads"])
+@contextmanager
+def threads_for_next_step() -> Iterator[int]:
+    """Torch threads for the next step: TORCH_THREADS if pinned, else this request's CPU plus
+    the CPUs no other worker is using right now (cpu_budget.py)."""
+    pinned = current_app.config["TORCH_THREADS"]
+    if pinned:
+        yield pinned
+        return
+    with cpu_budget.borrow(default=current_app.extensions["torch_threads"]) as threads:
+        yield threads
 
 
-def _decode_all(uploads: list[Upload], min_side: int | None, threads: int) -> list[DecodedImage | APIError]:
+def _decode_all(uploads: list[Upload], min_side: int | None) -> list[DecodedImage | APIError]:
     max_pixels = current_app.config["MAX_IMAGE_PIXELS"]
 
     def decode(upload: Upload) -> DecodedImage | APIError:
@@ -36,7 +44,10 @@ def _decode_all(uploads: list[Upload], min_side: int | None, threads: int) -> li
         except APIError as error:
             return error
 
-    return cpu_budget.map_parallel(decode, uploads, threads)
+    if len(uploads) == 1:
+        return [decode(uploads[0])]
+    with threads_for_next_step() as threads:
+        return cpu_budget.map_parallel(decode, uploads, threads)
 
 
 def _entry(upload: Upload, outcome: DecodedImage | APIError, predictions: list[Any] | None) -> dict[str, Any]:
@@ -61,17 +72,23 @@ def _note(uploads: list[Upload], decoded: list[DecodedImage | APIError], inferen
 
 @bp.post("/classify")
 def classify() -> Response | tuple[Response, int]:
+    with cpu_budget.in_flight():
+        return _classify()
+
+
+def _classify() -> Response | tuple[Response, int]:
     started = time.perf_counter()
     model = classifier()
     topk = read_topk(request, current_app.config["DEFAULT_TOPK"], model.num_classes)
     uploads = read_uploads(request, current_app.config["MAX_FILES"])
     min_side = model.decode_min_side if current_app.config["REDUCED_DECODE"] else None
 
-    with cpu_budget.busy():
-        decoded = _decode_all(uploads, min_side, threads_now())
+    with cpu_budget.cpu():
+        decoded = _decode_all(uploads, min_side)
         decoded_at = time.perf_counter()
         good = [d for d in decoded if isinstance(d, DecodedImage)]
-        predictions = iter(model.predict([d.image for d in good], topk, threads_now()) if good else [])
+        with threads_for_next_step() as threads:
+            predictions = iter(model.predict([d.image for d in good], topk, threads) if good else [])
     finished = time.perf_counter()
     _note(uploads, decoded, finished - decoded_at if good else None)
 

@@ -1,14 +1,18 @@
 """How many CPUs a request may use: all of them when it is the only one being worked on,
-its worker's share when other workers are busy too.
+one each when every worker is busy, and never more threads than CPUs.
 
 One torch thread per worker is best under load (no two workers fight over a core), but it
 leaves cores idle when a lone request arrives; all threads per worker is best for a lone request
-but oversubscribes under load. So workers publish "busy" flags in shared memory, and each
-request picks its thread count from how many workers are busy when its forward pass starts.
+but oversubscribes under load, where OpenMP's spinning threads waste much of the machine. So the
+CPUs are tokens in a semaphore shared by the workers: a request holds one token while it decodes
+and runs the model, and, when no other request is in flight anywhere, borrows the idle tokens
+for its forward pass. A request that finds no token waits (at most one forward pass), so
+threads never outnumber CPUs; "in flight" spans the whole request (upload parsing and the answer
+too), so that under load a worker between two steps is not mistaken for an idle one.
 
-The flags live in an anonymous shared mapping created by the gunicorn master before it forks
-(`install`, from gunicorn.conf.py); each worker gets a slot. Outside gunicorn (tests, a single
-process) there are no flags and a request uses the process's fixed thread count.
+The semaphore and the per-worker token counts are created by the gunicorn master before it forks
+(`install`, from gunicorn.conf.py); when a worker dies holding tokens, the master gives them back
+(`release`). Outside gunicorn (tests, a single process) requests use the fixed thread count.
 """
 
 from __future__ import annotations
@@ -24,64 +28,108 @@ from cpus import available_cpus
 T = TypeVar("T")
 R = TypeVar("R")
 
-_flags: Any = None  # multiprocessing.RawArray of busy flags, one per worker slot
+WAIT_S = 2.0  # a token lost by a worker killed mid-request must not stall others for good
+
+_tokens: Any = None  # multiprocessing.Semaphore, one token per CPU
+_held: Any = None  # multiprocessing.RawArray: tokens each worker slot holds
+_in_flight: Any = None  # multiprocessing.RawArray: 1 while a worker slot is serving a request
 _cpus = 1
 _slot: int | None = None
 
 
 def install(cpus: int, slots: int) -> None:
     """In the gunicorn master, before any fork. Idempotent across config reloads (SIGHUP)."""
-    global _flags, _cpus
-    if _flags is None or len(_flags) < slots:
-        _flags = multiprocessing.RawArray("b", slots)
-    _cpus = cpus
+    global _tokens, _held, _in_flight, _cpus
+    if _tokens is None:
+        _tokens = multiprocessing.Semaphore(cpus)
+        _held = multiprocessing.RawArray("i", slots)
+        _in_flight = multiprocessing.RawArray("b", slots)
+        _cpus = cpus
 
 
 def free_slot(taken: set[int]) -> int:
     """A slot no live worker holds (in the master, for a worker about to be forked)."""
-    size = len(_flags) if _flags is not None else 0
+    size = len(_held) if _held is not None else 0
     return next((slot for slot in range(size) if slot not in taken), -1)
 
 
 def attach(slot: int) -> None:
     """In a worker, right after the fork."""
     global _slot
-    _slot = slot if _flags is not None and 0 <= slot < len(_flags) else None
+    _slot = slot if _held is not None and 0 <= slot < len(_held) else None
 
 
 def release(slot: int) -> None:
-    """In the master when a worker exits, so that a worker killed mid-request is not counted busy."""
-    if _flags is not None and 0 <= slot < len(_flags):
-        _flags[slot] = 0
+    """In the master when a worker exits: the tokens it still held go back."""
+    if _held is not None and 0 <= slot < len(_held):
+        for _ in range(_held[slot]):
+            _tokens.release()
+        _held[slot] = 0
+        _in_flight[slot] = 0
 
 
 def shared() -> bool:
     return _slot is not None
 
 
-@contextmanager
-def busy() -> Iterator[None]:
-    """Mark this worker busy for the CPU-heavy part of a request."""
-    if _slot is None:
-        yield
-        return
-    _flags[_slot] = 1
-    try:
-        yield
-    finally:
-        _flags[_slot] = 0
-
-
 def threads_when_alone() -> int:
     return _cpus
 
 
-def threads(default: int) -> int:
-    """Torch threads for the forward pass about to start: the CPUs split among busy workers."""
+def _take(block: bool) -> bool:
+    if not _tokens.acquire(block, WAIT_S if block else None):
+        return False
+    _held[_slot] += 1
+    return True
+
+
+def _give(count: int) -> None:
+    for _ in range(count):
+        _held[_slot] -= 1
+        _tokens.release()
+
+
+@contextmanager
+def in_flight() -> Iterator[None]:
+    """Around a whole request: tells other workers this one is not idle."""
     if _slot is None:
-        return default
-    busy_workers = max(1, sum(_flags))
-    return max(1, _cpus // busy_workers)
+        yield
+        return
+    _in_flight[_slot] = 1
+    try:
+        yield
+    finally:
+        _in_flight[_slot] = 0
+
+
+@contextmanager
+def cpu() -> Iterator[None]:
+    """Hold one CPU for the CPU-heavy part of a request (waits while others use them all)."""
+    if _slot is None:
+        yield
+        return
+    took = _take(block=True)  # after WAIT_S, go ahead anyway rather than stall
+    try:
+        yield
+    finally:
+        _give(1 if took else 0)
+
+
+@contextmanager
+def borrow(default: int) -> Iterator[int]:
+    """Inside cpu(): when this is the only request in flight, also take the idle CPUs.
+    Yields the number of threads to use."""
+    if _slot is None:
+        yield default
+        return
+    extra = 0
+    alone = sum(_in_flight) <= 1
+    while alone and extra < _cpus - 1 and _take(block=False):
+        extra += 1
+    try:
+        yield 1 + extra
+    finally:
+        _give(extra)
 
 
 _pool: ThreadPoolExecutor | None = None

@@ -17,37 +17,51 @@ from tests.conftest import Photo
 @pytest.fixture
 def budget() -> Iterator[None]:
     cpu_budget.install(cpus=4, slots=4)
-    for slot in range(4):
-        cpu_budget.release(slot)
     cpu_budget.attach(0)
     yield
+    for slot in range(4):
+        cpu_budget.release(slot)  # what a test left held goes back, as when a worker dies
     cpu_budget.attach(-1)  # detach: back to the fixed thread count
 
 
-def test_a_lone_request_gets_every_cpu(budget: None) -> None:
-    with cpu_budget.busy():
-        assert cpu_budget.threads(default=2) == 4
+def threads_for_a_request() -> int:
+    with cpu_budget.in_flight(), cpu_budget.cpu(), cpu_budget.borrow(default=2) as threads:
+        return threads
 
 
-def test_busy_workers_split_the_cpus(budget: None) -> None:
-    cpu_budget._flags[1] = 1  # another worker is busy
-    with cpu_budget.busy():
-        assert cpu_budget.threads(default=2) == 2
-    cpu_budget._flags[2] = cpu_budget._flags[3] = 1
-    with cpu_budget.busy():
-        assert cpu_budget.threads(default=2) == 1  # four busy on four CPUs: one each, never zero
+def test_a_lone_request_borrows_every_cpu(budget: None) -> None:
+    assert threads_for_a_request() == 4
+    assert threads_for_a_request() == 4  # and gave them all back
 
 
-def test_a_dead_workers_slot_is_released(budget: None) -> None:
-    cpu_budget._flags[3] = 1
-    cpu_budget.release(3)
-    assert cpu_budget.threads(default=2) == 4
-    assert cpu_budget.free_slot({0, 1}) == 2
+def test_with_another_request_in_flight_nothing_is_borrowed(budget: None) -> None:
+    cpu_budget._in_flight[1] = 1  # another worker is parsing an upload, say
+    assert threads_for_a_request() == 1
+
+
+def test_threads_never_outnumber_cpus(budget: None) -> None:
+    for _ in range(3):  # three other workers each hold a CPU
+        assert cpu_budget._tokens.acquire(False)
+    try:
+        assert threads_for_a_request() == 1  # the last free CPU, nothing to borrow
+    finally:
+        for _ in range(3):
+            cpu_budget._tokens.release()
+
+
+def test_a_dead_workers_cpus_come_back(budget: None) -> None:
+    cpu_budget.attach(3)  # a worker takes two CPUs, then is killed before giving them back
+    assert cpu_budget._take(block=True) and cpu_budget._take(block=False)
+    cpu_budget.attach(0)
+    assert threads_for_a_request() == 2
+    cpu_budget.release(3)  # the master, in its child_exit hook
+    assert threads_for_a_request() == 4
 
 
 def test_without_gunicorn_the_fixed_thread_count_is_used() -> None:
     assert not cpu_budget.shared()
-    assert cpu_budget.threads(default=3) == 3
+    with cpu_budget.borrow(default=3) as threads:
+        assert threads == 3
 
 
 def test_parallel_map_keeps_order() -> None:
