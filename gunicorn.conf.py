@@ -22,7 +22,7 @@ bind = [f"[{_host}]:{_port}" if ":" in _host else f"{_host}:{_port}"]
 
 workers = int(os.environ.get("WEB_CONCURRENCY") or available_cpus())
 worker_class = "sync_worker.SyncWorker"  # sync, plus a header deadline and JSON errors
-# A lone request may use every CPU, busy workers split them (cpu_budget.py): shared flags made here.
+# A lone request may use every CPU, busy workers split them (cpu_budget.py): the shared tokens are made here.
 os.environ["CLASSIFY_WORKERS"] = str(workers)
 cpu_budget.install(cpus=available_cpus(), slots=max(64, 4 * workers))
 
