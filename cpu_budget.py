@@ -117,14 +117,14 @@ def cpu() -> Iterator[None]:
 
 @contextmanager
 def borrow(default: int) -> Iterator[int]:
-    """Inside cpu(): when this is the only request in flight, also take the idle CPUs.
-    Yields the number of threads to use."""
+    """Inside cpu(): take more idle CPUs, up to all of them when this is the only request in
+    flight, else up to this worker's share (`default`). Yields the number of threads to use."""
     if _slot is None:
         yield default
         return
     extra = 0
-    alone = sum(_in_flight) <= 1
-    while alone and extra < _cpus - 1 and _take(block=False):
+    wanted = _cpus if sum(_in_flight) <= 1 else default
+    while extra < wanted - 1 and _take(block=False):
         extra += 1
     try:
         yield 1 + extra

@@ -34,9 +34,15 @@ def test_a_lone_request_borrows_every_cpu(budget: None) -> None:
     assert threads_for_a_request() == 4  # and gave them all back
 
 
-def test_with_another_request_in_flight_nothing_is_borrowed(budget: None) -> None:
+def test_with_another_request_in_flight_a_request_keeps_to_its_share(budget: None) -> None:
     cpu_budget._in_flight[1] = 1  # another worker is parsing an upload, say
-    assert threads_for_a_request() == 1
+    assert threads_for_a_request() == 2  # default share: 4 CPUs for 2 workers
+
+
+def test_with_as_many_workers_as_cpus_a_busy_server_runs_one_thread_each(budget: None) -> None:
+    cpu_budget._in_flight[1] = 1
+    with cpu_budget.in_flight(), cpu_budget.cpu(), cpu_budget.borrow(default=1) as threads:
+        assert threads == 1
 
 
 def test_threads_never_outnumber_cpus(budget: None) -> None:
