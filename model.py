@@ -116,8 +116,11 @@ def effective_precision(requested: str) -> str:
 class Classifier:
     """A model with its preprocessing and labels, answering top-k predictions for PIL images."""
 
-    def __init__(self, spec: ModelSpec, module: torch.nn.Module, preprocess: Preprocess, labels: list[str], weights_path: Path | None) -> None:
+    def __init__(
+        self, spec: ModelSpec, module: torch.nn.Module, preprocess: Preprocess, labels: list[str], weights_path: Path | None, weights_origin: str
+    ) -> None:
         self.spec = spec
+        self.weights_origin = weights_origin  # where the weights came from, for GET /model
         self.precision = effective_precision(spec.precision)
         self.module = module.eval().to(memory_format=torch.channels_last)  # oneDNN's fast layout on CPU
         self.preprocess = preprocess
@@ -196,7 +199,7 @@ class Classifier:
             "weights": {
                 "file": self.weights_path.name if self.weights_path else None,
                 "sha256": self.weights_sha256,
-                "source": self._weights_source(),
+                "source": self.weights_origin,
             },
             "num_classes": self.num_classes,
             "input_shape": list(self.input_shape),
@@ -205,13 +208,6 @@ class Classifier:
             "torch": torch.__version__,
             "torchvision": torchvision.__version__,
         }
-
-    def _weights_source(self) -> str:
-        if self.spec.factory:
-            return f"MODEL_FACTORY={self.spec.factory}"
-        if self.spec.weights_file:
-            return "MODEL_WEIGHTS"
-        return f"torchvision {weights_source.torchvision_weights(self.spec.arch, self.spec.torchvision_weights)!r}"
 
 
 def describe_preprocess(preprocess: Preprocess) -> dict[str, Any]:
@@ -244,7 +240,7 @@ def _from_factory(spec: ModelSpec, labels: list[str]) -> Classifier:
         raise
     except Exception as exc:
         raise ModelLoadError(f"MODEL_FACTORY={spec.factory!r} failed: {type(exc).__name__}: {exc}") from None
-    return Classifier(spec, module, preprocess, labels, weights_path=None)
+    return Classifier(spec, module, preprocess, labels, weights_path=None, weights_origin=f"MODEL_FACTORY={spec.factory}")
 
 
 def _torchvision_state(spec: ModelSpec) -> tuple[Any, Path, dict[str, Any]]:
@@ -286,7 +282,8 @@ def _torchvision_module(spec: ModelSpec, num_classes: int, state_dict: dict[str,
 def _from_torchvision(spec: ModelSpec, labels: list[str]) -> Classifier:
     entry, path, state_dict = _torchvision_state(spec)
     module = _torchvision_module(spec, len(labels), state_dict, path)
-    return Classifier(spec, module, entry.transforms(), labels, weights_path=path)
+    source = "MODEL_WEIGHTS" if spec.weights_file else f"torchvision {entry!r}"
+    return Classifier(spec, module, entry.transforms(), labels, weights_path=path, weights_origin=source)
 
 
 def preflight(spec: ModelSpec) -> None:

@@ -6,12 +6,12 @@ Each returns what happened, for the table `make chaos` prints and for the tests'
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import signal
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +19,7 @@ import requests
 
 from scripts.procs import children, wait_for_workers
 from scripts.traffic import Outcome, Payload, Run, hammer, send
+from tests.hardening import wire
 from tests.service import Service
 
 
@@ -34,24 +35,32 @@ class SignalResult:
         return [o for o in self.run.failures() if o.started > self.signalled_at + seconds_after_signal]
 
 
+def _signal_during_load(
+    service: Service, payloads: list[Payload], clients: int, seconds: float, after: float, action: Callable[[], None]
+) -> tuple[Run, float]:
+    """`clients` keep sending for `seconds`; `action` (a signal) runs `after` seconds in. Returns when it ran."""
+    fired_at: list[float] = []
+
+    def fire() -> None:
+        fired_at.append(time.monotonic())
+        action()
+
+    timer = threading.Timer(after, fire)
+    timer.start()
+    run = hammer(f"{service.url}/classify", payloads, clients, seconds=seconds, timeout=60)
+    timer.join()
+    return run, fired_at[0]
+
+
 def sigkill_under_load(service: Service, payloads: list[Payload], clients: int, seconds: float, kill_after: float) -> SignalResult:
     """SIGKILL one worker while `clients` keep sending; the master should replace it."""
     master = service.master_pid()
     before = children(master)
     victim = before[0]
-    killed_at: list[float] = []
-
-    def kill() -> None:
-        killed_at.append(time.monotonic())
-        os.kill(victim, signal.SIGKILL)
-
-    timer = threading.Timer(kill_after, kill)
-    timer.start()
-    run = hammer(f"{service.url}/classify", payloads, clients, seconds=seconds, timeout=60)
-    timer.join()
+    run, killed_at = _signal_during_load(service, payloads, clients, seconds, kill_after, lambda: os.kill(victim, signal.SIGKILL))
     after = wait_for_workers(master, len(before), exclude={victim})
     replaced = set(after) - set(before)
-    return SignalResult(run, killed_at[0], before, after, {"victim": victim, "replacement": sorted(replaced)})
+    return SignalResult(run, killed_at, before, after, {"victim": victim, "replacement": sorted(replaced)})
 
 
 def sighup_under_load(
@@ -61,57 +70,31 @@ def sighup_under_load(
     master = service.master_pid()
     before = children(master)
     sha_before = requests.get(f"{service.url}/model", timeout=30).json()["weights"]["sha256"]
-    hupped_at: list[float] = []
 
     def reload() -> None:
         os.replace(new_weights, weights)  # atomic: running workers keep the file they loaded
-        hupped_at.append(time.monotonic())
         os.kill(master, signal.SIGHUP)
 
-    timer = threading.Timer(hup_after, reload)
-    timer.start()
-    run = hammer(f"{service.url}/classify", payloads, clients, seconds=seconds, timeout=60)
-    timer.join()
+    run, hupped_at = _signal_during_load(service, payloads, clients, seconds, hup_after, reload)
     after = wait_for_workers(master, len(before), exclude=set(before))
     sha_after = requests.get(f"{service.url}/model", timeout=30).json()["weights"]["sha256"]
     sha_file = hashlib.sha256(weights.read_bytes()).hexdigest()
-    return SignalResult(run, hupped_at[0], before, after, {"sha_before": sha_before, "sha_after": sha_after, "sha_file": sha_file})
-
-
-def _address(url: str) -> tuple[str, int]:
-    host, port = url.removeprefix("http://").split(":")
-    return host, int(port)
-
-
-def _parse_answer(answer: bytes) -> tuple[int | None, str | None]:
-    """Status and error code of a raw HTTP answer."""
-    if not answer.startswith(b"HTTP/1.1 "):
-        return None, None
-    status = int(answer.split(b" ", 2)[1])
-    try:
-        return status, json.loads(answer.split(b"\r\n\r\n", 1)[1])["error"]["code"]
-    except (ValueError, KeyError, IndexError, TypeError):
-        return status, None
+    return SignalResult(run, hupped_at, before, after, {"sha_before": sha_before, "sha_after": sha_after, "sha_file": sha_file})
 
 
 def _partial_upload(url: str, body: bytes, sent: int) -> socket.socket:
-    host, _ = _address(url)
-    sock = socket.create_connection(_address(url), timeout=60)
+    host, _ = wire.address(url)
+    sock = socket.create_connection(wire.address(url), timeout=60)
     head = f"POST /classify HTTP/1.1\r\nHost: {host}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(body)}\r\n\r\n"
     sock.sendall(head.encode() + body[:sent])
     return sock
 
 
 def _status_of(sock: socket.socket) -> int | None:
-    answer = b""
     try:
-        while chunk := sock.recv(65536):
-            answer += chunk
-    except OSError:
-        pass
+        return wire.parse(wire.read_to_close(sock, tolerate=OSError)).status
     finally:
         sock.close()
-    return _parse_answer(answer)[0]
 
 
 @dataclass
@@ -167,8 +150,8 @@ def slow_client(
     """A client that trickles its headers ("headers") or its body ("body"), or sends nothing ("silent")."""
     master = service.master_pid()
     before = children(master)
-    host, _ = _address(service.url)
-    sock = socket.create_connection(_address(service.url), timeout=interval)
+    host, _ = wire.address(service.url)
+    sock = socket.create_connection(wire.address(service.url), timeout=interval)
     lines = [
         "POST /classify HTTP/1.1",
         f"Host: {host}",
@@ -211,5 +194,5 @@ def slow_client(
     seconds = time.monotonic() - started
     sock.close()
     thread.join()
-    status, code = _parse_answer(answer)
-    return SlowClientResult(status, code, seconds, other[0] if other else float("nan"), before, children(master))
+    parsed = wire.parse(answer)
+    return SlowClientResult(parsed.status, parsed.error_code, seconds, other[0] if other else float("nan"), before, children(master))

@@ -18,6 +18,14 @@ class Answer:
     def json(self) -> Any:
         return json.loads(self.body)
 
+    @property
+    def error_code(self) -> str | None:
+        """The JSON error's code, or None when the answer is not one."""
+        try:
+            return self.json()["error"]["code"]  # type: ignore[no-any-return]
+        except (ValueError, KeyError, IndexError, TypeError):
+            return None
+
 
 def address(url: str) -> tuple[str, int]:
     host, port = url.removeprefix("http://").split(":")
@@ -41,15 +49,21 @@ def exchange(url: str, request: bytes, half_close: bool = False, timeout: float 
                 sock.shutdown(socket.SHUT_WR)
         except OSError as error:
             send_error = type(error).__name__
-        received = b""
-        try:
-            while chunk := sock.recv(65536):
-                received += chunk
-        except ConnectionResetError:
-            pass
+        received = read_to_close(sock)
     finally:
         sock.close()
     return parse(received, send_error)
+
+
+def read_to_close(sock: socket.socket, tolerate: type[OSError] | tuple[type[OSError], ...] = ConnectionResetError) -> bytes:
+    """Everything the server sends until it closes (or until an error of the `tolerate` kind)."""
+    received = b""
+    try:
+        while chunk := sock.recv(65536):
+            received += chunk
+    except tolerate:
+        pass
+    return received
 
 
 def parse(received: bytes, send_error: str | None = None) -> Answer:
