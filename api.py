@@ -92,7 +92,7 @@ def _classify() -> Response | tuple[Response, int]:
     finished = time.perf_counter()
     _note(uploads, decoded, finished - decoded_at if good else None)
 
-    entries = [_entry(u, d, None if isinstance(d, APIError) else next(predictions)) for u, d in zip(uploads, decoded)]
+    entries = [_entry(u, d, None if isinstance(d, APIError) else next(predictions)) for u, d in zip(uploads, decoded, strict=True)]
     timing = {
         "decode": round((decoded_at - started) * 1000, 2),
         "model": round((finished - decoded_at) * 1000, 2),

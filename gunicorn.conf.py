@@ -36,7 +36,7 @@ accesslog = None  # the app writes one JSON line per request instead (request_lo
 errorlog = "-"
 
 
-def pre_fork(server, worker):  # noqa: ANN001, ANN201 - gunicorn hook, in the master
+def pre_fork(server, worker):
     # Keep the master's objects (torch, torchvision) out of the workers' garbage collections:
     # a collection writes to every object it visits, turning shared pages into private copies.
     gc.freeze()
@@ -44,11 +44,11 @@ def pre_fork(server, worker):  # noqa: ANN001, ANN201 - gunicorn hook, in the ma
     worker.cpu_slot = cpu_budget.free_slot(taken)
 
 
-def post_fork(server, worker):  # noqa: ANN001, ANN201 - gunicorn hook, in the new worker
+def post_fork(server, worker):
     cpu_budget.attach(worker.cpu_slot)
 
 
-def on_starting(server):  # noqa: ANN001, ANN201 - gunicorn hook
+def on_starting(server):
     """Refuse to start, once and clearly, when the configuration or the weights are unusable."""
     try:
         preflight(ModelSpec.from_settings(settings.load()))
@@ -60,10 +60,10 @@ def on_starting(server):  # noqa: ANN001, ANN201 - gunicorn hook
     server.log.info("Metrics folder: %s", metrics_multiprocess.prepare())
 
 
-def child_exit(server, worker):  # noqa: ANN001, ANN201 - gunicorn hook, in the master
+def child_exit(server, worker):
     cpu_budget.release(worker.cpu_slot)  # a worker killed mid-request must not stay "busy"
     metrics_multiprocess.worker_exited(worker.pid)  # its counts stay; its live gauges go
 
 
-def on_exit(server):  # noqa: ANN001, ANN201 - gunicorn hook
+def on_exit(server):
     metrics_multiprocess.cleanup()

@@ -100,10 +100,8 @@ def bf16_supported() -> bool:
 
 def release_free_memory() -> None:
     """Hand freed heap pages back to the OS (glibc keeps them): loading leaves ~40 MB of garbage."""
-    try:
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to trim
         ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc
-        pass
 
 
 def effective_precision(requested: str) -> str:
@@ -117,7 +115,13 @@ class Classifier:
     """A model with its preprocessing and labels, answering top-k predictions for PIL images."""
 
     def __init__(
-        self, spec: ModelSpec, module: torch.nn.Module, preprocess: Preprocess, labels: list[str], weights_path: Path | None, weights_origin: str
+        self,
+        spec: ModelSpec,
+        module: torch.nn.Module,
+        preprocess: Preprocess,
+        labels: list[str],
+        weights_path: Path | None,
+        weights_origin: str,
     ) -> None:
         self.spec = spec
         self.weights_origin = weights_origin  # where the weights came from, for GET /model
@@ -178,8 +182,8 @@ class Classifier:
         probabilities = self.logits(images, threads).softmax(dim=1)
         values, indices = probabilities.topk(min(topk, self.num_classes), dim=1)
         return [
-            [Prediction(self.labels[i], i, p) for p, i in zip(row_values.tolist(), row_indices.tolist())]
-            for row_values, row_indices in zip(values, indices)
+            [Prediction(self.labels[i], i, p) for p, i in zip(row_values.tolist(), row_indices.tolist(), strict=True)]
+            for row_values, row_indices in zip(values, indices, strict=True)
         ]
 
     @functools.cached_property
@@ -308,4 +312,3 @@ def load_classifier(spec: ModelSpec) -> Classifier:
     classifier = _from_factory(spec, labels) if spec.factory else _from_torchvision(spec, labels)
     release_free_memory()
     return classifier
-

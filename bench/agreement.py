@@ -19,10 +19,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from PIL import Image  # noqa: E402
+from PIL import Image
 
-from images import decode_image  # noqa: E402
-from model import ModelSpec, bf16_supported, load_classifier  # noqa: E402
+from images import decode_image
+from model import ModelSpec, bf16_supported, load_classifier
 
 FACTORY = "tests.efficientnet_lite:build"
 
@@ -33,7 +33,7 @@ def phone_jpeg(path: Path) -> bytes:
     return buffer.getvalue()
 
 
-def top1(classifier, images: list[Image.Image]) -> list[int]:  # noqa: ANN001
+def top1(classifier, images: list[Image.Image]) -> list[int]:
     return [row[0].index for row in classifier.predict(images, topk=1)]
 
 
@@ -50,7 +50,7 @@ def main() -> None:
         reduced_top1 += top1(fp32, reduced[start : start + 25])
     result = {
         "photos": len(photos),
-        "reduced_decode_agreement": sum(a == b for a, b in zip(full_top1, reduced_top1)) / len(photos),
+        "reduced_decode_agreement": sum(a == b for a, b in zip(full_top1, reduced_top1, strict=True)) / len(photos),
         "reduced_decoded_size": list(reduced[0].size),
         "bf16_agreement": None,
     }
@@ -59,7 +59,7 @@ def main() -> None:
         originals = [Image.open(path).convert("RGB") for path in photos]
         exact = [i for start in range(0, len(photos), 25) for i in top1(fp32, originals[start : start + 25])]
         fast = [i for start in range(0, len(photos), 25) for i in top1(bf16, originals[start : start + 25])]
-        result["bf16_agreement"] = sum(a == b for a, b in zip(exact, fast)) / len(photos)
+        result["bf16_agreement"] = sum(a == b for a, b in zip(exact, fast, strict=True)) / len(photos)
     print(json.dumps(result))
 
 

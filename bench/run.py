@@ -102,7 +102,9 @@ class Server:
         self.cold_start_s = time.monotonic() - started
 
     def pids(self) -> list[int]:
-        master = int(subprocess.run(["pgrep", "-P", str(self.process.pid), "-f", "gunicorn"], capture_output=True, text=True).stdout.split()[0])
+        master = int(
+            subprocess.run(["pgrep", "-P", str(self.process.pid), "-f", "gunicorn"], capture_output=True, text=True).stdout.split()[0]
+        )
         workers = subprocess.run(["pgrep", "-P", str(master)], capture_output=True, text=True).stdout.split()
         return [master, *map(int, workers)]
 
@@ -160,18 +162,33 @@ def main() -> None:
         print(text, flush=True)
         out.write(text + "\n")
 
-    cpu_model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if "model name" in line), "?")
+    cpu_model = next(
+        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if "model name" in line), "?"
+    )
     say(f"# classify benchmark, {time.strftime('%Y-%m-%d %H:%M')}\n")
-    say(f"Machine: {cpus} CPUs usable ({cpu_model}), {platform.python_version()}, weights: {env.get('MODEL_WEIGHTS', 'torchvision cache')}\n")
+    say(
+        f"Machine: {cpus} CPUs usable ({cpu_model}), {platform.python_version()}, "
+        f"weights: {env.get('MODEL_WEIGHTS', 'torchvision cache')}\n"
+    )
 
-    raw = {(p, t): run_json([python(), str(REPO / "bench" / "raw.py"), "--processes", str(p), "--threads", str(t), "--seconds", "8"])
-           for p, t in ((1, cpus), (cpus, 1))}
+    raw = {
+        (p, t): run_json([python(), str(REPO / "bench" / "raw.py"), "--processes", str(p), "--threads", str(t), "--seconds", "8"])
+        for p, t in ((1, cpus), (cpus, 1))
+    }
     limit = max(r["img_per_s"] for r in raw.values())
     alone_ms = raw[(1, cpus)]["median_ms"]
     decode_ms = run_json([python(), str(REPO / "bench" / "raw.py"), "--decode"])["decode_preprocess_ms"]
     say("## The model alone (fp32)\n")
-    say(table([[f"{p} x {t}", r["img_per_s"], r["median_ms"]] for (p, t), r in raw.items()], ["processes x threads", "img/s", "ms per forward"]))
-    say(f"\nRaw limit: **{limit} img/s**. One image on all {cpus} CPUs: {alone_ms} ms; decode + preprocess of a shared photo: {decode_ms} ms.\n")
+    say(
+        table(
+            [[f"{p} x {t}", r["img_per_s"], r["median_ms"]] for (p, t), r in raw.items()],
+            ["processes x threads", "img/s", "ms per forward"],
+        )
+    )
+    say(
+        f"\nRaw limit: **{limit} img/s**. One image on all {cpus} CPUs: {alone_ms} ms; "
+        f"decode + preprocess of a shared photo: {decode_ms} ms.\n"
+    )
 
     server = Server(env)
     say(f"Cold start (launch to first classification, {len(server.pids()) - 1} workers): **{server.cold_start_s:.2f} s**\n")
@@ -184,30 +201,75 @@ def main() -> None:
         if level == 1:
             small_lone_p50 = result["p50_ms"]
         peer = PEERS_FP32.get(level, "")
-        rows.append([level, result["img_per_s"], f"{result['img_per_s'] / limit:.2f}", result["p50_ms"], result["p95_ms"], result["p99_ms"],
-                     result["errors"], result["server_cpu_pct"], memory["rss_mb"], memory["pss_mb"], peer])
+        rows.append(
+            [
+                level,
+                result["img_per_s"],
+                f"{result['img_per_s'] / limit:.2f}",
+                result["p50_ms"],
+                result["p95_ms"],
+                result["p99_ms"],
+                result["errors"],
+                result["server_cpu_pct"],
+                memory["rss_mb"],
+                memory["pss_mb"],
+                peer,
+            ]
+        )
     say("## The service, fp32, 500x375-ish shared photos, multipart uploads\n")
-    say(table(rows, ["clients", "img/s", "÷ raw limit", "p50 ms", "p95 ms", "p99 ms", "errors", "server CPU %", "RSS MB", "PSS MB", "best peer img/s"]))
+    say(
+        table(
+            rows,
+            [
+                "clients",
+                "img/s",
+                "÷ raw limit",
+                "p50 ms",
+                "p95 ms",
+                "p99 ms",
+                "errors",
+                "server CPU %",
+                "RSS MB",
+                "PSS MB",
+                "best peer img/s",
+            ],
+        )
+    )
     target = 1.15 * (alone_ms + decode_ms)
-    say(f"\nLone request p50 {small_lone_p50} ms vs target 1.15 x ({alone_ms} + {decode_ms}) = {target:.1f} ms: "
-        f"**{small_lone_p50 / (alone_ms + decode_ms):.2f}x** the model-plus-decode latency.")
+    say(
+        f"\nLone request p50 {small_lone_p50} ms vs target 1.15 x ({alone_ms} + {decode_ms}) = {target:.1f} ms: "
+        f"**{small_lone_p50 / (alone_ms + decode_ms):.2f}x** the model-plus-decode latency."
+    )
     end_memory = server.memory_mb()
-    say(f"Memory: {end_memory['processes']} processes, RSS {end_memory['rss_mb']} MB, PSS {end_memory['pss_mb']} MB "
-        f"(after warm-up: RSS {first_memory['rss_mb']} MB).\n")
+    say(
+        f"Memory: {end_memory['processes']} processes, RSS {end_memory['rss_mb']} MB, PSS {end_memory['pss_mb']} MB "
+        f"(after warm-up: RSS {first_memory['rss_mb']} MB).\n"
+    )
 
     large = large_photos()
     big_lone = load(server, large, 1, args.seconds)
     big_four = load(server, large, 4, args.seconds)
     say("## Phone photos (4000x3000 JPEG, ~1-2 MB)\n")
-    say(table([[1, big_lone["img_per_s"], big_lone["p50_ms"], big_lone["errors"]], [4, big_four["img_per_s"], big_four["p50_ms"], big_four["errors"]]],
-              ["clients", "img/s", "p50 ms", "errors"]))
+    say(
+        table(
+            [
+                [1, big_lone["img_per_s"], big_lone["p50_ms"], big_lone["errors"]],
+                [4, big_four["img_per_s"], big_four["p50_ms"], big_four["errors"]],
+            ],
+            ["clients", "img/s", "p50 ms", "errors"],
+        )
+    )
     say(f"\nLone phone photo p50 / lone shared photo p50: **{big_lone['p50_ms'] / small_lone_p50:.2f}x** (target <= 1.5).\n")
 
     batched = load(server, photos, 1, args.seconds, per_request=8)
     singles = load(server, photos, 1, args.seconds, per_request=1)
     say("## Batches: one request of 8 images vs 8 requests of one (one client)\n")
-    say(table([["8 per request", batched["img_per_s"], batched["p50_ms"]], ["1 per request", singles["img_per_s"], singles["p50_ms"]]],
-              ["", "img/s", "p50 ms per request"]))
+    say(
+        table(
+            [["8 per request", batched["img_per_s"], batched["p50_ms"]], ["1 per request", singles["img_per_s"], singles["p50_ms"]]],
+            ["", "img/s", "p50 ms per request"],
+        )
+    )
     say(f"\nBatch speed-up: **{batched['img_per_s'] / singles['img_per_s']:.2f}x** (target >= 1.1).\n")
     server.stop()
 
@@ -217,27 +279,36 @@ def main() -> None:
     one.stop()
     extra = (end_memory["pss_mb"] - single_worker["pss_mb"]) / max(1, end_memory["processes"] - single_worker["processes"])
     say("## Memory per worker\n")
-    say(f"PSS with 1 worker: {single_worker['pss_mb']} MB; with {end_memory['processes'] - 1}: {end_memory['pss_mb']} MB: "
-        f"**{extra:.0f} MB PSS per extra worker** (target <= 150).\n")
+    say(
+        f"PSS with 1 worker: {single_worker['pss_mb']} MB; with {end_memory['processes'] - 1}: {end_memory['pss_mb']} MB: "
+        f"**{extra:.0f} MB PSS per extra worker** (target <= 150).\n"
+    )
 
     agreement = run_json([python(), str(REPO / "bench" / "agreement.py")])
     say("## Accuracy of the speed options (EfficientNet-Lite0, real ImageNet weights)\n")
-    say(f"Reduced-scale JPEG decoding vs full-size decoding, {agreement['photos']} shared photos upscaled to 4000x3000: "
-        f"top-1 agreement **{agreement['reduced_decode_agreement']:.3f}** (target >= 0.99).")
+    say(
+        f"Reduced-scale JPEG decoding vs full-size decoding, {agreement['photos']} shared photos upscaled to 4000x3000: "
+        f"top-1 agreement **{agreement['reduced_decode_agreement']:.3f}** (target >= 0.99)."
+    )
     if agreement["bf16_agreement"] is not None:
         say(f"bf16 vs fp32 top-1 agreement: **{agreement['bf16_agreement']:.3f}** (target >= 0.99).")
     say("")
 
     say("## bf16\n")
-    bf16_raw = run_json([python(), str(REPO / "bench" / "raw.py"), "--processes", "1", "--threads", str(cpus), "--seconds", "5"],
-                        env={"PRECISION": "bf16"})
+    bf16_raw = run_json(
+        [python(), str(REPO / "bench" / "raw.py"), "--processes", "1", "--threads", str(cpus), "--seconds", "5"], env={"PRECISION": "bf16"}
+    )
     supported = run_json([python(), "-c", "import json, model; print(json.dumps({'ok': model.bf16_supported()}))"])["ok"]
     if supported:
-        say(f"PRECISION=bf16, model alone: {bf16_raw['img_per_s']} img/s vs fp32 {raw[(1, cpus)]['img_per_s']} "
-            f"(**{bf16_raw['img_per_s'] / raw[(1, cpus)]['img_per_s']:.2f}x**).")
+        say(
+            f"PRECISION=bf16, model alone: {bf16_raw['img_per_s']} img/s vs fp32 {raw[(1, cpus)]['img_per_s']} "
+            f"(**{bf16_raw['img_per_s'] / raw[(1, cpus)]['img_per_s']:.2f}x**)."
+        )
     else:
-        say("This CPU has no native bf16 (AVX512-BF16 / AMX): the service serves fp32 when PRECISION=bf16 is asked for "
-            f"(measured above as {bf16_raw['img_per_s']} img/s, i.e. fp32), and says so in its log and in GET /model.")
+        say(
+            "This CPU has no native bf16 (AVX512-BF16 / AMX): the service serves fp32 when PRECISION=bf16 is asked for "
+            f"(measured above as {bf16_raw['img_per_s']} img/s, i.e. fp32), and says so in its log and in GET /model."
+        )
     (RESULTS / "latest.md").write_text(out.getvalue())
     print(f"\nSaved to {RESULTS / 'latest.md'}")
 

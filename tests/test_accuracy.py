@@ -13,6 +13,7 @@ from tests.conftest import Photo
 
 def test_efficientnet_lite0_served_by_factory_is_accurate_on_the_shared_photos(tmp_path: Path, photos: list[Photo]) -> None:
     with service.running(tmp_path / "log", {"MODEL_FACTORY": "tests.efficientnet_lite:build"}, workers=2) as server:
+
         def top5(photo: Photo) -> list[int]:
             response = requests.post(f"{server.url}/classify", files={"image": (photo.path.name, photo.path.read_bytes())}, timeout=60)
             assert response.status_code == 200, response.text
@@ -22,8 +23,8 @@ def test_efficientnet_lite0_served_by_factory_is_accurate_on_the_shared_photos(t
             answers = list(pool.map(top5, photos))
         model = requests.get(f"{server.url}/model", timeout=30).json()
 
-    top1 = sum(answer[0] == photo.class_index for answer, photo in zip(answers, photos)) / len(photos)
-    top5_rate = sum(photo.class_index in answer for answer, photo in zip(answers, photos)) / len(photos)
+    top1 = sum(answer[0] == photo.class_index for answer, photo in zip(answers, photos, strict=True)) / len(photos)
+    top5_rate = sum(photo.class_index in answer for answer, photo in zip(answers, photos, strict=True)) / len(photos)
     print(f"EfficientNet-Lite0 over HTTP on {len(photos)} photos: top-1 {top1:.3f}, top-5 {top5_rate:.3f}")
     assert top1 >= 0.85
     assert top5_rate >= 0.95

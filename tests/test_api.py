@@ -14,14 +14,14 @@ from app import create_app
 from tests.conftest import Photo, image_bytes
 
 
-def upload(client: FlaskClient, *files: tuple[str, bytes, str], query: str = "", **form: str):  # noqa: ANN201
+def upload(client: FlaskClient, *files: tuple[str, bytes, str], query: str = "", **form: str):
     data: dict[str, object] = dict(form)
     for field, content, name in files:
         data.setdefault(field, []).append((io.BytesIO(content), name))  # type: ignore[union-attr]
     return client.post(f"/classify{query}", data=data, content_type="multipart/form-data")
 
 
-def assert_error(response, status: int, code: str) -> None:  # noqa: ANN001
+def assert_error(response, status: int, code: str) -> None:
     assert response.status_code == status, response.get_data(as_text=True)
     assert response.is_json
     body = response.get_json()
@@ -72,10 +72,10 @@ def test_several_files_are_answered_in_upload_order(client: FlaskClient, photos:
     results = response.get_json()["results"]
     assert [r["filename"] for r in results] == [p.path.name for p in chosen]
     # Batched answers equal one-at-a-time answers.
-    for photo, result in zip(chosen, results):
+    for photo, result in zip(chosen, results, strict=True):
         single = upload(client, ("image", photo.path.read_bytes(), photo.path.name)).get_json()
         assert [p["index"] for p in result["predictions"]] == [p["index"] for p in single["predictions"]]
-        for batched, alone in zip(result["predictions"], single["predictions"]):
+        for batched, alone in zip(result["predictions"], single["predictions"], strict=True):
             assert batched["probability"] == pytest.approx(alone["probability"], abs=1e-5)
 
 
@@ -176,7 +176,11 @@ def test_health_answers_once_the_model_is_loaded(client: FlaskClient) -> None:
 def test_model_describes_architecture_weights_and_preprocessing(client: FlaskClient, seeded_weights: Path) -> None:
     body = client.get("/model").get_json()
     assert body["architecture"] == "resnet18" and body["num_classes"] == 1000
-    assert body["weights"] == {"file": seeded_weights.name, "sha256": hashlib.sha256(seeded_weights.read_bytes()).hexdigest(), "source": "MODEL_WEIGHTS"}
+    assert body["weights"] == {
+        "file": seeded_weights.name,
+        "sha256": hashlib.sha256(seeded_weights.read_bytes()).hexdigest(),
+        "source": "MODEL_WEIGHTS",
+    }
     assert body["input_shape"] == [3, 224, 224]
     assert body["preprocessing"]["resize"] == 256 and body["preprocessing"]["center_crop"] == 224
     assert body["torch"].startswith("2.") and body["torchvision"].startswith("0.")

@@ -90,5 +90,5 @@ def test_bf16_agrees_with_fp32_on_top1_for_a_real_model(photos: list[Photo]) -> 
     agree = 0
     for start in range(0, len(images), 25):
         batch = images[start : start + 25]
-        agree += sum(a[0].index == b[0].index for a, b in zip(fp32.predict(batch, 1), bf16.predict(batch, 1)))
+        agree += sum(a[0].index == b[0].index for a, b in zip(fp32.predict(batch, 1), bf16.predict(batch, 1), strict=True))
     assert agree / len(images) >= 0.99
