@@ -12,7 +12,7 @@ import cpu_budget
 import metrics_multiprocess
 import settings
 from cpus import available_cpus
-from model import ModelLoadError, ModelSpec, preflight, release_free_memory
+from model import ModelLoadError, ModelSpec, preload, release_free_memory
 
 wsgi_app = "wsgi:app"
 
@@ -49,15 +49,25 @@ def post_fork(server, worker):
 
 
 def on_starting(server):
-    """Refuse to start, once and clearly, when the configuration or the weights are unusable."""
+    """Refuse to start, once and clearly, when the configuration or the weights are unusable.
+    Otherwise keep the weights, which every worker then shares (model.preload)."""
     try:
-        preflight(ModelSpec.from_settings(settings.load()))
+        preload(ModelSpec.from_settings(settings.load()))
     except (settings.ConfigError, ModelLoadError) as exc:
         print(f"classify: cannot start: {exc}", file=sys.stderr, flush=True)
         sys.exit(1)
-    release_free_memory()  # the checked weights, before the workers inherit the heap
+    release_free_memory()  # what reading the weights left, before the workers inherit the heap
     # Before any worker forks: workers then count into files there, which /metrics adds up.
     server.log.info("Metrics folder: %s", metrics_multiprocess.prepare())
+
+
+def on_reload(server):
+    """SIGHUP: read the (perhaps replaced) weights again for the new workers to share."""
+    try:
+        preload(ModelSpec.from_settings(settings.load()))
+    except (settings.ConfigError, ModelLoadError) as exc:
+        server.log.error("classify: the new workers will not start: %s", exc)
+    release_free_memory()
 
 
 def child_exit(server, worker):

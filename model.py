@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torchvision
 from PIL import Image
@@ -247,14 +248,40 @@ def _from_factory(spec: ModelSpec, labels: list[str]) -> Classifier:
     return Classifier(spec, module, preprocess, labels, weights_path=None, weights_origin=f"MODEL_FACTORY={spec.factory}")
 
 
+# Weights the gunicorn master read before forking (`preload`), by file identity. A worker built
+# from them maps the master's pages, copy-on-write and never written, instead of reading its own
+# copy: one copy of the weights for all workers.
+_preloaded: dict[tuple[object, ...], dict[str, torch.Tensor]] = {}
+
+
+def _identity(path: Path) -> tuple[object, ...] | None:
+    """Changes when the file is replaced (a SIGHUP after new weights were put in place)."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return (str(path.resolve()), stat.st_ino, stat.st_size, stat.st_mtime_ns)
+
+
+def _channels_last(tensor: torch.Tensor) -> torch.Tensor:
+    """A 4-D float tensor in the layout the workers run it in (see Classifier), so that they use it
+    as it is; copied by numpy, because the master must not run torch kernels."""
+    if tensor.dim() != 4 or tensor.dtype not in {torch.float16, torch.float32, torch.float64}:
+        return tensor
+    array = np.ascontiguousarray(tensor.numpy().transpose(0, 2, 3, 1))
+    return torch.from_numpy(array).permute(0, 3, 1, 2)
+
+
 def _torchvision_state(spec: ModelSpec) -> tuple[Any, Path, dict[str, Any]]:
     """The weights entry (preprocessing, URL), the weights file and its state dict."""
     try:
         entry = weights_source.torchvision_weights(spec.arch, spec.torchvision_weights)
+        path = Path(spec.weights_file).expanduser() if spec.weights_file else weights_source.cache_path(entry)
+        if (shared := _preloaded.get(_identity(path) or ())) is not None:
+            return entry, path, shared
         if spec.weights_file:
-            path = Path(spec.weights_file).expanduser()
             return entry, path, weights_source.load_local(path)
-        return entry, weights_source.cache_path(entry), weights_source.load_torchvision(entry, spec.download)
+        return entry, path, weights_source.load_torchvision(entry, spec.download)
     except weights_source.WeightsError as exc:
         raise ModelLoadError(str(exc)) from None
 
@@ -290,14 +317,19 @@ def _from_torchvision(spec: ModelSpec, labels: list[str]) -> Classifier:
     return Classifier(spec, module, entry.transforms(), labels, weights_path=path, weights_origin=source)
 
 
-def preflight(spec: ModelSpec) -> None:
-    """Check labels and weights without torch compute: safe in gunicorn's master before it forks,
-    so a bad configuration is reported once instead of by every worker. Raises ModelLoadError."""
+def preload(spec: ModelSpec) -> None:
+    """Check labels and weights and keep the weights for the workers, without torch compute: safe
+    in gunicorn's master before it forks. A bad configuration is reported once instead of by
+    every worker, and the workers share one copy of the weights. Raises ModelLoadError."""
+    _preloaded.clear()  # a reload reads the files again
     labels = read_labels(spec.labels_file or IMAGENET_LABELS)
     if spec.factory:
         return  # user code; its errors surface when a worker builds it
     _, path, state_dict = _torchvision_state(spec)
-    _assign_weights(spec, len(labels), state_dict, path)
+    shared = {name: _channels_last(tensor) for name, tensor in state_dict.items()}
+    _assign_weights(spec, len(labels), shared, path)
+    if (identity := _identity(path)) is not None:
+        _preloaded[identity] = shared
 
 
 def _first_line(exc: Exception) -> str:

@@ -11,6 +11,7 @@ from flask import Flask
 from PIL import Image
 from torchvision.models import ResNet18_Weights
 
+import model
 from app import create_app
 from images import decode_image
 from model import IMAGENET_LABELS, ModelLoadError, ModelSpec, load_classifier
@@ -128,3 +129,34 @@ def test_torchvision_cache_is_used_the_standard_way(tmp_path: Path, monkeypatch:
     classifier = load_classifier(ModelSpec(download=False))
     assert classifier.weights_path == checkpoints / "resnet18-f37072fd.pth"
     assert classifier.describe()["weights"]["source"] == "torchvision ResNet18_Weights.IMAGENET1K_V1"
+
+
+def test_workers_use_the_weights_the_master_preloaded_without_a_copy(tmp_path: Path, seeded_weights: Path) -> None:
+    weights = tmp_path / "weights.pth"
+    weights.write_bytes(seeded_weights.read_bytes())
+    spec = ModelSpec(weights_file=str(weights))
+    try:
+        model.preload(spec)  # what the gunicorn master does before forking
+        preloaded = {t.untyped_storage().data_ptr() for state in model._preloaded.values() for t in state.values()}
+        built = [*load_classifier(spec).module.parameters()]
+        shared = sum(p.numel() for p in built if p.untyped_storage().data_ptr() in preloaded)
+        assert shared / sum(p.numel() for p in built) > 0.98  # all but the 1x1 convolutions' few KB
+        expected = torch.load(seeded_weights, weights_only=True)["conv1.weight"]
+        assert torch.equal(load_classifier(spec).module.conv1.weight, expected)
+    finally:
+        model._preloaded.clear()
+
+
+def test_a_replaced_weights_file_is_read_again_not_taken_from_the_preload(tmp_path: Path, seeded_weights: Path) -> None:
+    weights = tmp_path / "weights.pth"
+    weights.write_bytes(seeded_weights.read_bytes())
+    spec = ModelSpec(weights_file=str(weights))
+    try:
+        model.preload(spec)
+        torch.manual_seed(1)
+        torch.save(torchvision.models.resnet18().state_dict(), tmp_path / "new.pth")
+        (tmp_path / "new.pth").replace(weights)  # as an operator swaps weights before a SIGHUP
+        _, _, state = model._torchvision_state(spec)
+        assert torch.equal(state["fc.bias"], torch.load(weights, weights_only=True)["fc.bias"])
+    finally:
+        model._preloaded.clear()
