@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import warnings
 from dataclasses import dataclass
@@ -127,19 +128,19 @@ def decode_image(data: bytes, max_pixels: int, min_side: int | None = None) -> D
         raise _too_large(width, height, max_pixels) from None
     except Exception:  # any decoder failure on client bytes is the client's broken file
         raise APIError(415, "invalid_image", f"The {fmt} image could not be decoded: it is truncated or corrupt.") from None
-    upright = _apply_orientation(image)
-    if upright.size == image.size[::-1] != image.size:
+    decoded_size = image.size
+    _apply_orientation(image)
+    if image.size == decoded_size[::-1] != decoded_size:
         width, height = height, width  # turned a quarter by its EXIF orientation
     try:
-        rgb = to_rgb(upright)
+        rgb = to_rgb(image)
     except Exception:
-        raise APIError(415, "unsupported_format", f"Images in colour mode {upright.mode} are not supported.") from None
+        raise APIError(415, "unsupported_format", f"Images in colour mode {image.mode} are not supported.") from None
     return DecodedImage(image=rgb, format=fmt, width=width, height=height)
 
 
-def _apply_orientation(image: Image.Image) -> Image.Image:
+def _apply_orientation(image: Image.Image) -> None:
     # Phones store pictures sideways and say so in EXIF; a broken EXIF block is ignored, not fatal.
-    try:
-        return ImageOps.exif_transpose(image)
-    except Exception:
-        return image
+    # In place: otherwise Pillow copies every picture that needs no turning.
+    with contextlib.suppress(Exception):
+        ImageOps.exif_transpose(image, in_place=True)
