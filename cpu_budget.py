@@ -18,6 +18,8 @@ The semaphore and the per-worker token counts are created by the gunicorn master
 from __future__ import annotations
 
 import multiprocessing
+import socket
+import struct
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -35,6 +37,7 @@ _held: Any = None  # multiprocessing.RawArray: tokens each worker slot holds
 _in_flight: Any = None  # multiprocessing.RawArray: 1 while a worker slot is serving a request
 _cpus = 1
 _slot: int | None = None
+_listeners: list[Any] = []  # the server's listening sockets, to see clients waiting for a worker
 
 
 def install(cpus: int, slots: int) -> None:
@@ -53,10 +56,25 @@ def free_slot(taken: set[int]) -> int:
     return next((slot for slot in range(size) if slot not in taken), -1)
 
 
-def attach(slot: int) -> None:
+def attach(slot: int, listeners: Sequence[Any] = ()) -> None:
     """In a worker, right after the fork."""
-    global _slot
+    global _slot, _listeners
     _slot = slot if _held is not None and 0 <= slot < len(_held) else None
+    _listeners = list(listeners)
+
+
+def _clients_waiting() -> bool:
+    """Whether connections wait in a listen queue for a worker to take them: then the idle CPUs
+    are about to be needed. (Linux reports a listening socket's queue length in TCP_INFO's
+    "unacked" field.)"""
+    for listener in _listeners:
+        try:
+            info = listener.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 32)
+        except (OSError, AttributeError):
+            continue
+        if len(info) >= 28 and struct.unpack_from("I", info, 24)[0] > 0:
+            return True
+    return False
 
 
 def release(slot: int) -> None:
@@ -123,7 +141,10 @@ def borrow(default: int) -> Iterator[int]:
         yield default
         return
     extra = 0
-    wanted = _cpus if sum(_in_flight) <= 1 else default
+    # Idle CPUs are borrowed only when nothing else is in flight and no client is queued: under
+    # load, a worker between two requests must not find its CPU lent out for a whole forward pass.
+    alone = sum(_in_flight) <= 1 and not _clients_waiting()
+    wanted = _cpus if alone else default
     while extra < wanted - 1 and _take(block=False):
         extra += 1
     try:

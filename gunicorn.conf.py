@@ -45,7 +45,7 @@ def pre_fork(server, worker):
 
 
 def post_fork(server, worker):
-    cpu_budget.attach(worker.cpu_slot)
+    cpu_budget.attach(worker.cpu_slot, worker.sockets)
 
 
 def on_starting(server):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -37,6 +39,20 @@ def test_a_lone_request_borrows_every_cpu(budget: None) -> None:
 def test_with_another_request_in_flight_a_request_keeps_to_its_share(budget: None) -> None:
     cpu_budget._in_flight[1] = 1  # another worker is parsing an upload, say
     assert threads_for_a_request() == 2  # default share: 4 CPUs for 2 workers
+
+
+def test_with_clients_queued_for_a_worker_a_request_keeps_to_its_share(budget: None) -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        cpu_budget.attach(0, [listener])
+        assert threads_for_a_request() == 4  # nobody waiting: borrow
+        with socket.create_connection(listener.getsockname()), socket.create_connection(listener.getsockname()):
+            time.sleep(0.05)  # the kernel has queued both connections; no worker took them yet
+            assert threads_for_a_request() == 2
+            listener.accept()[0].close()
+            listener.accept()[0].close()
+        assert threads_for_a_request() == 4
 
 
 def test_with_as_many_workers_as_cpus_a_busy_server_runs_one_thread_each(budget: None) -> None:
