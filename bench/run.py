@@ -140,6 +140,20 @@ def load(server: Server, files: list[Path], concurrency: int, seconds: float, pe
     return result
 
 
+def exercise(server: Server, photos: list[Path], seconds: float = 4) -> dict[str, float]:
+    """Every kind of request the benchmark sends (small photos under load, phone photos, batches of
+    8), then the memory: so that servers with different worker counts are compared like for like."""
+    load(server, photos, 4, seconds)
+    load(server, large_photos(), 2, seconds)
+    load(server, photos, 1, seconds, per_request=8)
+    load(server, photos, 4, seconds)
+    return server.memory_mb()
+
+
+def per_extra_worker(one: dict[str, float], many: dict[str, float]) -> float:
+    return (many["pss_mb"] - one["pss_mb"]) / max(1, many["processes"] - one["processes"])
+
+
 def table(rows: list[list[object]], header: list[str]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
@@ -271,18 +285,28 @@ def main() -> None:
         )
     )
     say(f"\nBatch speed-up: **{batched['img_per_s'] / singles['img_per_s']:.2f}x** (target >= 1.1).\n")
+    many_exercised = exercise(server, photos)
     server.stop()
 
     one = Server({**env, "WEB_CONCURRENCY": "1"})
     load(one, photos, 1, 3)
-    single_worker = one.memory_mb()
+    one_warm = one.memory_mb()
+    one_exercised = exercise(one, photos)
     one.stop()
-    extra = (end_memory["pss_mb"] - single_worker["pss_mb"]) / max(1, end_memory["processes"] - single_worker["processes"])
     say("## Memory per worker\n")
     say(
-        f"PSS with 1 worker: {single_worker['pss_mb']} MB; with {end_memory['processes'] - 1}: {end_memory['pss_mb']} MB: "
-        f"**{extra:.0f} MB PSS per extra worker** (target <= 150).\n"
+        table(
+            [
+                [when, one_pss["pss_mb"], many_pss["pss_mb"], f"{per_extra_worker(one_pss, many_pss):.0f}"]
+                for when, one_pss, many_pss in (
+                    ("after a 3 s warm-up", one_warm, first_memory),
+                    ("after the same mix of small photos, phone photos and batches", one_exercised, many_exercised),
+                )
+            ],
+            ["", "PSS MB, 1 worker", f"PSS MB, {many_exercised['processes'] - 1} workers", "MB per extra worker"],
+        )
     )
+    say(f"\nEach extra worker adds **{per_extra_worker(one_exercised, many_exercised):.0f} MB PSS** after the mix (target <= 150).\n")
 
     agreement = run_json([python(), str(REPO / "bench" / "agreement.py")])
     say("## Accuracy of the speed options (EfficientNet-Lite0, real ImageNet weights)\n")
