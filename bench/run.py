@@ -17,7 +17,6 @@ import io
 import json
 import os
 import platform
-import signal
 import subprocess
 import sys
 import time
@@ -29,7 +28,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from cpus import available_cpus  # noqa: E402
-from tests.service import free_port  # noqa: E402
+from tests import service  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
 PHOTOS = Path(os.environ.get("SHARED_DIR", REPO.parent / "shared")) / "images" / "imagenet-samples"
@@ -75,36 +74,19 @@ def run_json(command: list[str], env: dict[str, str] | None = None) -> dict:
 
 
 class Server:
-    """The service started as the README starts it; its processes' CPU time and memory."""
+    """The service started as the README starts it (tests/service.py: `make run`), timed from launch
+    to its first classification; its processes' CPU time and memory."""
 
-    def __init__(self, env: dict[str, str]) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = open(RESULTS / "server.log", "ab")  # noqa: SIM115
+    def __init__(self, env: dict[str, str], workers: int) -> None:
         started = time.monotonic()
-        self.process = subprocess.Popen(
-            ["make", "--no-print-directory", "run"],
-            cwd=REPO,
-            env={**os.environ, "HOST": "127.0.0.1", "PORT": str(self.port), **env},
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        self.service = service.start(RESULTS / f"server-{workers}-workers.log", env, workers=workers, ready_timeout=120)
+        self.url = self.service.url
         photo = sorted(PHOTOS.glob("*.JPEG"))[0].read_bytes()
-        while True:
-            if self.process.poll() is not None or time.monotonic() - started > 120:
-                raise SystemExit(f"the service did not start; see {RESULTS / 'server.log'}")
-            try:
-                if requests.post(f"{self.url}/classify", data=photo, headers={"Content-Type": "image/jpeg"}, timeout=10).ok:
-                    break
-            except requests.ConnectionError:
-                time.sleep(0.05)
+        requests.post(f"{self.url}/classify", data=photo, headers={"Content-Type": "image/jpeg"}, timeout=30).raise_for_status()
         self.cold_start_s = time.monotonic() - started
 
     def pids(self) -> list[int]:
-        master = int(
-            subprocess.run(["pgrep", "-P", str(self.process.pid), "-f", "gunicorn"], capture_output=True, text=True).stdout.split()[0]
-        )
+        master = self.service.master_pid()
         workers = subprocess.run(["pgrep", "-P", str(master)], capture_output=True, text=True).stdout.split()
         return [master, *map(int, workers)]
 
@@ -126,9 +108,7 @@ class Server:
         return {"rss_mb": round(rss / 1024, 1), "pss_mb": round(pss / 1024, 1), "processes": len(self.pids())}
 
     def stop(self) -> None:
-        os.killpg(self.process.pid, signal.SIGTERM)
-        self.process.wait(60)
-        self.log.close()
+        self.service.stop()
 
 
 def load(server: Server, files: list[Path], concurrency: int, seconds: float, per_request: int = 1) -> dict:
@@ -204,7 +184,7 @@ def main() -> None:
         f"decode + preprocess of a shared photo: {decode_ms} ms.\n"
     )
 
-    server = Server(env)
+    server = Server(env, workers=int(os.environ.get("WEB_CONCURRENCY") or cpus))
     say(f"Cold start (launch to first classification, {len(server.pids()) - 1} workers): **{server.cold_start_s:.2f} s**\n")
     load(server, photos, cpus, 3)  # warm-up
     rows, small_lone_p50 = [], 0.0
@@ -288,7 +268,7 @@ def main() -> None:
     many_exercised = exercise(server, photos)
     server.stop()
 
-    one = Server({**env, "WEB_CONCURRENCY": "1"})
+    one = Server(env, workers=1)
     load(one, photos, 1, 3)
     one_warm = one.memory_mb()
     one_exercised = exercise(one, photos)
