@@ -37,6 +37,7 @@ _held: Any = None  # multiprocessing.RawArray: tokens each worker slot holds
 _in_flight: Any = None  # multiprocessing.RawArray: 1 while a worker slot is serving a request
 _cpus = 1
 _slot: int | None = None
+_started_alone = False  # this worker's current request began with no other request in flight
 _listeners: list[Any] = []  # the server's listening sockets, to see clients waiting for a worker
 
 
@@ -113,6 +114,8 @@ def in_flight() -> Iterator[None]:
     if _slot is None:
         yield
         return
+    global _started_alone
+    _started_alone = sum(_in_flight) == 0
     _in_flight[_slot] = 1
     try:
         yield
@@ -141,9 +144,10 @@ def borrow(default: int) -> Iterator[int]:
         yield default
         return
     extra = 0
-    # Idle CPUs are borrowed only when nothing else is in flight and no client is queued: under
-    # load, a worker between two requests must not find its CPU lent out for a whole forward pass.
-    alone = sum(_in_flight) <= 1 and not _clients_waiting()
+    # Idle CPUs are borrowed only by a request that found nothing else in flight when it began
+    # and still finds nothing in flight and no client queued: under load, a worker between two
+    # requests must not find its CPU lent out for a whole forward pass.
+    alone = _started_alone and sum(_in_flight) <= 1 and not _clients_waiting()
     wanted = _cpus if alone else default
     while extra < wanted - 1 and _take(block=False):
         extra += 1

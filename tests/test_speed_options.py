@@ -41,6 +41,14 @@ def test_with_another_request_in_flight_a_request_keeps_to_its_share(budget: Non
     assert threads_for_a_request() == 2  # default share: 4 CPUs for 2 workers
 
 
+def test_a_request_that_began_under_load_keeps_to_its_share_when_the_other_is_between_requests(budget: None) -> None:
+    cpu_budget._in_flight[1] = 1  # another worker is busy when this request begins
+    with cpu_budget.in_flight(), cpu_budget.cpu():
+        cpu_budget._in_flight[1] = 0  # it has just answered; its client's next request is on the way
+        with cpu_budget.borrow(default=2) as threads:
+            assert threads == 2
+
+
 def test_with_clients_queued_for_a_worker_a_request_keeps_to_its_share(budget: None) -> None:
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
