@@ -5,10 +5,13 @@ One torch thread per worker is best under load (no two workers fight over a core
 leaves cores idle when a lone request arrives; all threads per worker is best for a lone request
 but oversubscribes under load, where OpenMP's spinning threads waste much of the machine. So the
 CPUs are tokens in a semaphore shared by the workers: a request holds one token while it decodes
-and runs the model, and, when no other request is in flight anywhere, borrows the idle tokens
-for its forward pass. A request that finds no token waits (at most one forward pass), so
-threads never outnumber CPUs; "in flight" spans the whole request (upload parsing and the answer
-too), so that under load a worker between two steps is not mistaken for an idle one.
+and runs the model, and borrows the idle tokens for its forward pass when it is alone: no other
+request was in flight anywhere when it began, none is now, and no client waits in the listen
+queue. A request that finds no token waits (at most one forward pass), so threads never
+outnumber CPUs. Under load a worker is idle only for the moment between two requests; "in
+flight" spans the whole request (upload parsing and the answer too), and the other two checks
+keep that moment from being taken for idleness, which would leave that worker waiting for a CPU
+lent out for a whole forward pass.
 
 The semaphore and the per-worker token counts are created by the gunicorn master before it forks
 (`install`, from gunicorn.conf.py); when a worker dies holding tokens, the master gives them back
