@@ -1,11 +1,12 @@
 # make run   - set up (once) and serve on http://127.0.0.1:8000
 # make test  - set up (once) and run the test suite
 # make bench - set up (once) and benchmark the service on this machine (prints a table)
+# make lint  - ruff and mypy over the whole project
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup run test bench clean
+.PHONY: setup run test bench lint clean
 
 setup: $(VENV)/.installed
 
@@ -25,6 +26,10 @@ run: setup
 
 test: setup node_modules/.installed
 	$(BIN)/python -m pytest
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/mypy .
 
 clean:
 	rm -rf $(VENV) .pytest_cache node_modules

@@ -308,7 +308,7 @@ def document(config: Mapping[str, Any], classifier: Classifier) -> dict[str, Any
     keys_on = bool(access.configured_keys(config))
     if keys_on:
         paths = _with_api_keys(paths)
-    spec = {
+    spec: dict[str, Any] = {
         "openapi": OPENAPI_VERSION,
         "info": {
             "title": "classify",

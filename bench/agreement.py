@@ -29,7 +29,7 @@ FACTORY = "tests.efficientnet_lite:build"
 
 def phone_jpeg(path: Path) -> bytes:
     buffer = io.BytesIO()
-    Image.open(path).convert("RGB").resize((4000, 3000), Image.BICUBIC).save(buffer, format="JPEG", quality=90)
+    Image.open(path).convert("RGB").resize((4000, 3000), Image.Resampling.BICUBIC).save(buffer, format="JPEG", quality=90)
     return buffer.getvalue()
 
 

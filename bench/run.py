@@ -63,7 +63,7 @@ def large_photos(count: int = 8) -> list[Path]:
     for source in sorted(PHOTOS.glob("*.JPEG"))[:count]:
         target = folder / source.name
         if not target.is_file():
-            Image.open(source).convert("RGB").resize((4000, 3000), Image.BICUBIC).save(target, quality=95)
+            Image.open(source).convert("RGB").resize((4000, 3000), Image.Resampling.BICUBIC).save(target, quality=95)
         made.append(target)
     return made
 

@@ -8,6 +8,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -62,7 +63,7 @@ def client(app: Flask) -> Iterator[FlaskClient]:
         yield client
 
 
-def image_bytes(mode: str = "RGB", size: tuple[int, int] = (64, 48), fmt: str = "PNG", color: object = None, **save: object) -> bytes:
+def image_bytes(mode: str = "RGB", size: tuple[int, int] = (64, 48), fmt: str = "PNG", color: Any = None, **save: Any) -> bytes:
     """A small generated image, encoded in memory."""
     if color is None:
         color = {"1": 1, "L": 128, "I;16": 40000, "I": 40000, "F": 0.5}.get(mode, (200, 100, 50, 255)[: len(mode)])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 from pathlib import Path
+from typing import Any
 
 import pytest
 from flask import Flask
@@ -15,9 +16,9 @@ from tests.conftest import Photo, image_bytes
 
 
 def upload(client: FlaskClient, *files: tuple[str, bytes, str], query: str = "", **form: str):
-    data: dict[str, object] = dict(form)
+    data: dict[str, Any] = dict(form)
     for field, content, name in files:
-        data.setdefault(field, []).append((io.BytesIO(content), name))  # type: ignore[union-attr]
+        data.setdefault(field, []).append((io.BytesIO(content), name))
     return client.post(f"/classify{query}", data=data, content_type="multipart/form-data")
 
 

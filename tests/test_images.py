@@ -65,6 +65,7 @@ def test_exif_orientation_is_applied() -> None:
     decoded = decode_image(buffer.getvalue(), LIMIT)
     assert (decoded.width, decoded.height) == (20, 60) == decoded.image.size
     top = decoded.image.getpixel((10, 5))
+    assert isinstance(top, tuple)
     assert top[0] > 200 and top[2] < 60  # red, the stored left half, is now on top
 
 
@@ -74,6 +75,7 @@ def test_animated_images_use_the_first_frame() -> None:
         buffer = io.BytesIO()
         frames[0].save(buffer, format=fmt, save_all=True, append_images=frames[1:], duration=100, loop=0)
         first = decode(buffer.getvalue()).getpixel((8, 8))
+        assert isinstance(first, tuple), fmt
         assert first[0] > 200 and first[1] < 60, fmt
 
 

@@ -142,7 +142,7 @@ def test_workers_use_the_weights_the_master_preloaded_without_a_copy(tmp_path: P
         shared = sum(p.numel() for p in built if p.untyped_storage().data_ptr() in preloaded)
         assert shared / sum(p.numel() for p in built) > 0.98  # all but the 1x1 convolutions' few KB
         expected = torch.load(seeded_weights, weights_only=True)["conv1.weight"]
-        assert torch.equal(load_classifier(spec).module.conv1.weight, expected)
+        assert torch.equal(load_classifier(spec).module.get_parameter("conv1.weight"), expected)
     finally:
         model._preloaded.clear()
 
