@@ -141,6 +141,8 @@ def decode_image(data: bytes, max_pixels: int, min_side: int | None = None) -> D
 
 def _apply_orientation(image: Image.Image) -> None:
     # Phones store pictures sideways and say so in EXIF; a broken EXIF block is ignored, not fatal.
-    # In place: otherwise Pillow copies every picture that needs no turning.
-    with contextlib.suppress(Exception):
+    # In place: otherwise Pillow copies every picture that needs no turning. Pillow's warning
+    # about a corrupt EXIF block would only add noise to the log.
+    with contextlib.suppress(Exception), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
         ImageOps.exif_transpose(image, in_place=True)
