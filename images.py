@@ -14,6 +14,8 @@ from errors import APIError
 
 # We enforce our own pixel limit before decoding; Pillow's warning would only add noise.
 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+# A client's broken EXIF block is ignored (see _apply_orientation); Pillow's warning would be noise.
+warnings.filterwarnings("ignore", message="Corrupt EXIF data", category=UserWarning)
 
 # Raster formats a client may send. Others Pillow could open (EPS, PSD, ...) are refused:
 # less attack surface, and nothing a camera or a browser produces. Phone MPO files open as JPEG.
@@ -141,8 +143,6 @@ def decode_image(data: bytes, max_pixels: int, min_side: int | None = None) -> D
 
 def _apply_orientation(image: Image.Image) -> None:
     # Phones store pictures sideways and say so in EXIF; a broken EXIF block is ignored, not fatal.
-    # In place: otherwise Pillow copies every picture that needs no turning. Pillow's warning
-    # about a corrupt EXIF block would only add noise to the log.
-    with contextlib.suppress(Exception), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    # In place: otherwise Pillow copies every picture that needs no turning.
+    with contextlib.suppress(Exception):
         ImageOps.exif_transpose(image, in_place=True)
