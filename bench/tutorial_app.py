@@ -13,7 +13,7 @@ import os
 
 import torch
 import torchvision
-from flask import Flask, jsonify, request
+from flask import Flask, Response, jsonify, request
 from PIL import Image
 
 torch.set_num_threads(1)
@@ -29,7 +29,7 @@ app = Flask(__name__)
 
 
 @app.post("/classify")
-def classify():  # type: ignore[no-untyped-def]
+def classify() -> Response:
     image = Image.open(io.BytesIO(request.files["image"].read())).convert("RGB")
     with torch.inference_mode():
         probabilities = model(preprocess(image).unsqueeze(0)).softmax(dim=1)[0]
