@@ -1,7 +1,7 @@
 """Where model weights come from: torchvision's hash-checked cache, or a local file.
 
 Nothing here runs torch compute, so the gunicorn master may use it before it forks
-(model.preflight): a missing file is reported once, clearly, instead of by every worker.
+(model.preload): a missing file is reported once, clearly, instead of by every worker.
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -97,6 +98,15 @@ def test_dockerfile_installs_the_pinned_cpu_torch_and_runs_gunicorn_unprivileged
     assert dockerfile.rstrip().splitlines()[-1] == 'CMD ["gunicorn", "-c", "gunicorn.conf.py"]'  # exec form: gunicorn is PID 1
     user = re.search(r"--uid (\d+)", dockerfile).group(1)  # type: ignore[union-attr]
     assert manifests()["Deployment"]["spec"]["template"]["spec"]["securityContext"]["runAsUser"] == int(user)
+
+
+def test_the_dockerfile_step_that_bakes_in_the_weights_runs(seeded_weights: Path) -> None:
+    # No Docker engine here: run the step's Python as the build would (with a local weights file).
+    step = re.search(r'^RUN python -c "(.+)"$', (REPO / "Dockerfile").read_text(), re.M)
+    assert step, "the Dockerfile no longer bakes in the weights with python -c"
+    environment = {**os.environ, "MODEL_WEIGHTS": str(seeded_weights)}
+    result = subprocess.run([sys.executable, "-c", step.group(1)], cwd=REPO, env=environment, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
 
 
 def test_dockerignore_keeps_environments_and_tests_out_of_the_image() -> None:
