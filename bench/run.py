@@ -241,7 +241,7 @@ def main() -> None:
     server = Server(env, workers=int(os.environ.get("WEB_CONCURRENCY") or cpus))
     say(f"Cold start (launch to first classification, {len(server.pids()) - 1} workers): **{server.cold_start_s:.2f} s**\n")
     load(server, photos, cpus, 3)  # warm-up
-    rows, ours = [], {}
+    rows, ours, lone = [], {}, None
     first_memory = server.memory_mb()
     for level in [int(x) for x in args.levels.split(",")]:
         # This machine's speed drifts by tens of percent within minutes: the raw limit each level is
@@ -286,12 +286,13 @@ def main() -> None:
             ],
         )
     )
-    model_and_decode = lone["median_ms"] + lone["decode_preprocess_ms"]
-    say(
-        f"\nLone request p50 {lone['p50_ms']} ms; measured next to it, one image on all CPUs {lone['median_ms']} ms "
-        f"+ decode {lone['decode_preprocess_ms']} ms = {model_and_decode:.1f} ms: "
-        f"**{lone['p50_ms'] / model_and_decode:.2f}x** (target <= 1.15)."
-    )
+    if lone:
+        model_and_decode = lone["median_ms"] + lone["decode_preprocess_ms"]
+        say(
+            f"\nLone request p50 {lone['p50_ms']} ms; measured next to it, one image on all CPUs {lone['median_ms']} ms "
+            f"+ decode {lone['decode_preprocess_ms']} ms = {model_and_decode:.1f} ms: "
+            f"**{lone['p50_ms'] / model_and_decode:.2f}x** (target <= 1.15)."
+        )
     end_memory = server.memory_mb()
     say(
         f"Memory: {end_memory['processes']} processes, RSS {end_memory['rss_mb']} MB, PSS {end_memory['pss_mb']} MB "
