@@ -99,10 +99,20 @@ def bf16_supported() -> bool:
         return False
 
 
+@functools.cache
+def _libc() -> ctypes.CDLL | None:
+    # Once per process: find_library runs ldconfig, and trimming also happens after batch requests.
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return None
+
+
 def release_free_memory() -> None:
     """Hand freed heap pages back to the OS (glibc keeps them): loading leaves ~40 MB of garbage."""
-    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to trim
-        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+    with contextlib.suppress(AttributeError):  # not glibc: nothing to trim
+        if (libc := _libc()) is not None:
+            libc.malloc_trim(0)
 
 
 def effective_precision(requested: str) -> str:
