@@ -32,6 +32,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from cpus import available_cpus  # noqa: E402
+from scripts import procs  # noqa: E402
 from tests import service  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
@@ -91,8 +92,7 @@ class Server:
 
     def pids(self) -> list[int]:
         master = self.service.master_pid()
-        workers = subprocess.run(["pgrep", "-P", str(master)], capture_output=True, text=True).stdout.split()
-        return [master, *map(int, workers)]
+        return [master, *procs.children(master)]
 
     def cpu_ticks(self) -> int:
         total = 0
@@ -103,13 +103,14 @@ class Server:
 
     def memory_mb(self) -> dict[str, float]:
         rss = pss = 0
-        for pid in self.pids():
+        pids = self.pids()
+        for pid in pids:
             for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
                 if line.startswith("Rss:"):
                     rss += int(line.split()[1])
                 elif line.startswith("Pss:"):
                     pss += int(line.split()[1])
-        return {"rss_mb": round(rss / 1024, 1), "pss_mb": round(pss / 1024, 1), "processes": len(self.pids())}
+        return {"rss_mb": round(rss / 1024, 1), "pss_mb": round(pss / 1024, 1), "processes": len(pids)}
 
     def stop(self) -> None:
         self.service.stop()
