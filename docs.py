@@ -29,7 +29,7 @@ DOCS_POLICY = (
 
 @bp.get("/openapi.json")
 def openapi_json() -> Response:
-    return jsonify(openapi.document(current_app.config, current_app.extensions["classifier"]))
+    return jsonify(current_app.extensions["openapi"])
 
 
 def _swagger_ui() -> Blueprint:
@@ -44,5 +44,7 @@ def _swagger_ui() -> Blueprint:
 
 
 def init_app(app: Flask) -> None:
+    # Built once: it depends only on the configuration and the model (and reads API_KEYS_FILE).
+    app.extensions["openapi"] = openapi.document(app.config, app.extensions["classifier"])
     app.register_blueprint(bp)
     app.register_blueprint(_swagger_ui())
