@@ -22,6 +22,7 @@ from gunicorn import util
 from gunicorn.workers import sync
 
 import settings
+from exposure import JSON_HEADERS, SECURITY_HEADERS
 
 # Codes for the statuses gunicorn itself answers with (gunicorn/workers/base.py handle_error).
 GUNICORN_CODES = {
@@ -47,6 +48,10 @@ def _raise_header_timeout(signum: int, frame: object) -> None:
     raise HeaderTimeout
 
 
+# The same headers the app puts on its own JSON answers (exposure.py).
+_SECURITY_HEADER_LINES = "".join(f"{name}: {value}\r\n" for name, value in {**SECURITY_HEADERS, **JSON_HEADERS}.items())
+
+
 def write_json_error(sock: Any, status_int: int, reason: str, mesg: str) -> None:
     """Stands in for gunicorn.util.write_error: the same answer, as {"error": {code, message}}."""
     code = GUNICORN_CODES.get(status_int) or reason.lower().replace(" ", "_")
@@ -54,7 +59,7 @@ def write_json_error(sock: Any, status_int: int, reason: str, mesg: str) -> None
     body = json.dumps({"error": {"code": code, "message": message}}).encode()
     head = (
         f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
-        f"X-Content-Type-Options: nosniff\r\nContent-Length: {len(body)}\r\n\r\n"
+        f"{_SECURITY_HEADER_LINES}Content-Length: {len(body)}\r\n\r\n"
     )
     util.write_nonblock(sock, head.encode("latin-1") + body)
 
