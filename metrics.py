@@ -65,7 +65,7 @@ def _model_labels(classifier: Classifier) -> dict[str, str]:
     # Not the weights' sha256 (see GET /model): hashing the file would slow every worker's start.
     return {
         "name": classifier.name,
-        "architecture": type(classifier.module).__name__ if classifier.spec.factory else classifier.spec.arch,
+        "architecture": classifier.architecture,
         "weights_file": classifier.weights_path.name if classifier.weights_path else "",
         "precision": classifier.precision,  # what runs, after falling back from bf16 where unsupported
         "torch": torch.__version__,

@@ -148,6 +148,10 @@ class Classifier:
         return self.spec.factory or self.spec.arch
 
     @property
+    def architecture(self) -> str:
+        return type(self.module).__name__ if self.spec.factory else self.spec.arch
+
+    @property
     def num_classes(self) -> int:
         return len(self.labels)
 
@@ -210,7 +214,7 @@ class Classifier:
     def describe(self) -> dict[str, Any]:
         return {
             "name": self.name,
-            "architecture": self.spec.arch if not self.spec.factory else type(self.module).__name__,
+            "architecture": self.architecture,
             "weights": {
                 "file": self.weights_path.name if self.weights_path else None,
                 "sha256": self.weights_sha256,
