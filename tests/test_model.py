@@ -15,6 +15,7 @@ import model
 from app import create_app
 from images import decode_image
 from model import IMAGENET_LABELS, ModelLoadError, ModelSpec, load_classifier
+from scripts import harness
 from tests.conftest import Photo
 
 
@@ -153,9 +154,7 @@ def test_a_replaced_weights_file_is_read_again_not_taken_from_the_preload(tmp_pa
     spec = ModelSpec(weights_file=str(weights))
     try:
         model.preload(spec)
-        torch.manual_seed(1)
-        torch.save(torchvision.models.resnet18().state_dict(), tmp_path / "new.pth")
-        (tmp_path / "new.pth").replace(weights)  # as an operator swaps weights before a SIGHUP
+        harness.seeded_weights(tmp_path / "new.pth", seed=1).replace(weights)  # as an operator swaps weights before a SIGHUP
         _, _, state = model._torchvision_state(spec)
         assert torch.equal(state["fc.bias"], torch.load(weights, weights_only=True)["fc.bias"])
     finally:
