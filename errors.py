@@ -18,6 +18,9 @@ HTTP_CODES = {
     415: "unsupported_media_type",
     500: "internal_error",
 }
+# Said wherever these happen (the app, body_guard.py, sync_worker.py), so clients see one wording.
+TOO_LARGE_MESSAGE = "The request body is larger than this service accepts."
+INTERNAL_ERROR_MESSAGE = "The server failed to handle this request."
 
 
 class APIError(Exception):
@@ -48,7 +51,7 @@ def _handle_http_exception(error: HTTPException) -> Response:
     code = HTTP_CODES.get(status) or (error.name or "error").lower().replace(" ", "_")
     message = error.description or error.name
     if status == 413:
-        message = "The request body is larger than this service accepts."
+        message = TOO_LARGE_MESSAGE
     response = error_response(status, code, message)
     # Keep werkzeug's headers that matter to clients, such as Allow on a 405.
     for name, value in error.get_headers():
@@ -59,7 +62,7 @@ def _handle_http_exception(error: HTTPException) -> Response:
 
 def _handle_unexpected(error: Exception) -> Response:
     log.exception("unhandled error while serving a request")
-    return error_response(500, "internal_error", "The server failed to handle this request.")
+    return error_response(500, "internal_error", INTERNAL_ERROR_MESSAGE)
 
 
 def register_error_handlers(app: Flask) -> None:

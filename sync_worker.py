@@ -22,6 +22,7 @@ from gunicorn import util
 from gunicorn.workers import sync
 
 import settings
+from errors import INTERNAL_ERROR_MESSAGE
 from exposure import JSON_HEADERS, SECURITY_HEADERS
 
 # Codes for the statuses gunicorn itself answers with (gunicorn/workers/base.py handle_error).
@@ -55,7 +56,7 @@ _SECURITY_HEADER_LINES = "".join(f"{name}: {value}\r\n" for name, value in {**SE
 def write_json_error(sock: Any, status_int: int, reason: str, mesg: str) -> None:
     """Stands in for gunicorn.util.write_error: the same answer, as {"error": {code, message}}."""
     code = GUNICORN_CODES.get(status_int) or reason.lower().replace(" ", "_")
-    message = mesg or ("The server failed to handle this request." if status_int >= 500 else reason)
+    message = mesg or (INTERNAL_ERROR_MESSAGE if status_int >= 500 else reason)
     body = json.dumps({"error": {"code": code, "message": message}}).encode()
     head = (
         f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
