@@ -38,7 +38,7 @@ bench: setup
 	$(BIN)/python bench/run.py
 
 # make load   - 64 clients x 60 s, then 10,000 requests with RSS per worker (about 10 min; loopback only)
-# make chaos  - SIGKILL/SIGHUP/SIGTERM under load, slow clients (about 3 min; loopback only)
+# make chaos  - SIGKILL/SIGHUP/SIGTERM under load, slow clients (about 2 min; loopback only)
 .PHONY: load chaos
 load: setup
 	$(BIN)/python -m scripts.load $(ARGS)

@@ -1,7 +1,8 @@
 """Gunicorn settings: `gunicorn -c gunicorn.conf.py` (what `make run` does).
 
 The master imports torch (so workers share those pages after the fork) but runs no torch
-compute: OpenMP thread pools do not survive a fork. Each worker builds its own model.
+compute: OpenMP thread pools do not survive a fork. It reads the weights once (model.preload);
+each worker builds its own model around them.
 """
 
 import gc

@@ -1,7 +1,8 @@
 """Configuration: defaults, overridden by environment variables, overridden by a mapping.
 
-Every setting is documented in the README's configuration table; the keys here are the
-environment variables' names (Flask's own MAX_CONTENT_LENGTH is fed by MAX_UPLOAD_MB).
+Every setting is documented in the README's configuration table (but CLASSIFY_WORKERS, which
+gunicorn.conf.py sets); the keys here are the environment variables' names (Flask's own
+MAX_CONTENT_LENGTH is fed by MAX_UPLOAD_MB, WORKERS by CLASSIFY_WORKERS).
 """
 
 from __future__ import annotations
