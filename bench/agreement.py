@@ -20,6 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from PIL import Image
+from raw import photos_dir
 
 from images import decode_image
 from model import ModelSpec, bf16_supported, load_classifier
@@ -38,7 +39,7 @@ def top1(classifier, images: list[Image.Image]) -> list[int]:
 
 
 def main() -> None:
-    photos = sorted(Path(os.environ["BENCH_PHOTOS"]).glob("*.JPEG"))
+    photos = sorted(photos_dir().glob("*.JPEG"))
     fp32 = load_classifier(ModelSpec(factory=FACTORY))
     with ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:
         jpegs = list(pool.map(phone_jpeg, photos))

@@ -17,7 +17,14 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+
+def photos_dir() -> Path:
+    """BENCH_PHOTOS if set (bench/run.py sets it), else the shared photos beside the checkout."""
+    given = os.environ.get("BENCH_PHOTOS")
+    return Path(given) if given else Path(os.environ.get("SHARED_DIR", REPO.parent / "shared")) / "images" / "imagenet-samples"
 
 
 def one_process(threads: int, seconds: float, batch: int) -> dict[str, float]:
@@ -29,7 +36,7 @@ def one_process(threads: int, seconds: float, batch: int) -> dict[str, float]:
 
     set_threads(threads)
     classifier = load_classifier(ModelSpec.from_settings(settings.load()))
-    sample = classifier.preprocess(Image.open(sorted(Path(os.environ["BENCH_PHOTOS"]).glob("*.JPEG"))[0]).convert("RGB"))
+    sample = classifier.preprocess(Image.open(sorted(photos_dir().glob("*.JPEG"))[0]).convert("RGB"))
     inputs = torch.stack([sample] * batch)
     for _ in range(3):
         classifier._forward(inputs)
@@ -51,7 +58,7 @@ def decode_cost(limit: int = 200) -> dict[str, float]:
     set_threads(1)
     classifier = load_classifier(ModelSpec.from_settings(settings.load()))
     times = []
-    for path in sorted(Path(os.environ["BENCH_PHOTOS"]).glob("*.JPEG"))[:limit]:
+    for path in sorted(photos_dir().glob("*.JPEG"))[:limit]:
         data = path.read_bytes()
         started = time.perf_counter()
         classifier.preprocess(decode_image(data, 10**9, classifier.decode_min_side).image)

@@ -31,12 +31,14 @@ import requests
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from raw import photos_dir  # noqa: E402
+
 from cpus import available_cpus  # noqa: E402
 from scripts import procs  # noqa: E402
 from tests import service  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
-PHOTOS = Path(os.environ.get("SHARED_DIR", REPO.parent / "shared")) / "images" / "imagenet-samples"
+PHOTOS = photos_dir()
 PEERS_FP32 = {1: 28.9, 4: 34.0, 16: 37.7}  # best peer img/s per concurrency, from the project's reference run
 
 
