@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from scripts.traffic import Payload, hammer
+from scripts.traffic import Payload, Run, hammer
 
 
 def multipart(files: list[Path]) -> Payload:
@@ -31,11 +31,11 @@ def multipart(files: list[Path]) -> Payload:
 
 def run(url: str, payloads: list[Payload], images_per_request: int, concurrency: int, seconds: float) -> dict[str, float]:
     result = hammer(f"{url}/classify", payloads, clients=concurrency, seconds=seconds, timeout=60)
-    ok = [outcome.seconds * 1000 for outcome in result.outcomes if outcome.status == 200]
-    ordered = sorted(ok) or [float("nan")]
+    answered = Run([outcome for outcome in result.outcomes if outcome.status == 200])
+    ok = [outcome.seconds * 1000 for outcome in answered.outcomes]
 
-    def percentile(q: float) -> float:
-        return round(ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))], 1)
+    def percentile(fraction: float) -> float:
+        return round(answered.percentile(fraction) * 1000, 1)
 
     return {
         "requests": len(result.outcomes),
@@ -43,9 +43,9 @@ def run(url: str, payloads: list[Payload], images_per_request: int, concurrency:
         "errors": len(result.outcomes) - len(ok),
         "seconds": round(result.seconds, 2),
         "img_per_s": round(len(ok) * images_per_request / result.seconds, 2),
-        "p50_ms": percentile(50),
-        "p95_ms": percentile(95),
-        "p99_ms": percentile(99),
+        "p50_ms": percentile(0.50),
+        "p95_ms": percentile(0.95),
+        "p99_ms": percentile(0.99),
         "mean_ms": round(statistics.fmean(ok), 1) if ok else float("nan"),
     }
 

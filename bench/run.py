@@ -54,7 +54,8 @@ def weights_env() -> dict[str, str]:
     if (torch_home / "hub" / "checkpoints" / "resnet18-f37072fd.pth").is_file():
         return {}
     seeded = RESULTS / "resnet18-seeded.pth"
-    if not seeded.is_file():
+    if not seeded.is_file():  # made by a child (not scripts.harness.seeded_weights): torch imported here
+        # would map the same library pages as the service and so lower the PSS measured for it
         script = "import torch, torchvision, sys; torch.manual_seed(0); torch.save(torchvision.models.resnet18().state_dict(), sys.argv[1])"
         subprocess.run([python(), "-c", script, str(seeded)], check=True)
     return {"MODEL_WEIGHTS": str(seeded)}
