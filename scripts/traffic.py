@@ -13,7 +13,7 @@ import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -100,7 +100,6 @@ def hammer(
     requests: int | None = None,
     timeout: float = 30.0,
     headers: dict[str, str] | None = None,
-    on_progress: Callable[[int], None] | None = None,
 ) -> Run:
     """`clients` threads send back to back until `seconds` pass or `requests` have been sent."""
     assert seconds or requests, "bound the run in time or in requests"
@@ -123,8 +122,6 @@ def hammer(
             outcome = send(url, payloads[ticket % len(payloads)], timeout, headers)
             with lock:
                 run.outcomes.append(outcome)
-            if on_progress:
-                on_progress(ticket)
 
     threads = [threading.Thread(target=client, daemon=True) for _ in range(clients)]
     for thread in threads:
