@@ -1,23 +1,20 @@
 """Optional API keys: `Authorization: Bearer <key>` or `X-API-Key: <key>`; /health and the docs stay open.
 
-Keys come from API_KEYS (comma-separated) and API_KEYS_FILE (one per line, `#` comments). With
-no keys configured every request is let in. Keys are compared as SHA-256 digests with
-hmac.compare_digest, against every configured key, so the time taken does not depend on how much
-of a key was right, on its length, or on which key matched.
+Keys come from API_KEYS (comma-separated) and API_KEYS_FILE (one per line, `#` comments), which
+settings.load() reads into API_KEYS. With no keys configured every request is let in. Keys are
+compared as SHA-256 digests with hmac.compare_digest, against every configured key, so the time
+taken does not depend on how much of a key was right, on its length, or on which key matched.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Callable, Mapping
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable
 
 from flask import Flask, Request, Response, request
 
 from errors import error_response
-from settings import ConfigError
 
 # /health: load balancers probe it without credentials. The API's description and its docs page
 # say how to authenticate, so they are readable without a key; /metrics, /model and the demo
@@ -27,22 +24,13 @@ OPEN_PREFIXES = ("/docs/",)
 REALM = 'Bearer realm="classify"'
 
 
-def read_keys_file(path: str) -> list[str]:
-    try:
-        lines = Path(path).expanduser().read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"API_KEYS_FILE={path!r} could not be read ({getattr(exc, 'strerror', None) or exc}).") from None
-    return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+def is_open(path: str) -> bool:
+    """Served without a key even when keys are configured."""
+    return path in OPEN_PATHS or path.startswith(OPEN_PREFIXES)
 
 
-def configured_keys(config: Mapping[str, Any]) -> list[str]:
-    """API_KEYS plus the keys in API_KEYS_FILE; raises ConfigError if the file cannot be read."""
-    keys = list(config["API_KEYS"])
-    if config["API_KEYS_FILE"]:
-        keys += read_keys_file(config["API_KEYS_FILE"])
-        if not keys:
-            raise ConfigError(f"API_KEYS_FILE={config['API_KEYS_FILE']!r} has no keys in it; unset it to run without keys.")
-    return keys
+def _is_cors_preflight(req: Request) -> bool:
+    return req.method == "OPTIONS" and "Origin" in req.headers and "Access-Control-Request-Method" in req.headers
 
 
 def _digest(key: str) -> bytes:
@@ -71,10 +59,11 @@ def _unauthorized(message: str, challenge: str) -> Response:
     return response
 
 
-def _checker(digests: list[bytes]) -> Callable[[], Response | None]:
+def _checker(digests: list[bytes], cors: bool) -> Callable[[], Response | None]:
     def check_api_key() -> Response | None:
         # CORS preflights carry no credentials by design; they reveal nothing and run no model.
-        if request.path in OPEN_PATHS or request.path.startswith(OPEN_PREFIXES) or request.method == "OPTIONS":
+        # Any other OPTIONS (an Allow list) is an answer like the others, and needs a key.
+        if is_open(request.path) or (cors and _is_cors_preflight(request)):
             return None
         key = presented_key(request)
         if key is None:
@@ -87,7 +76,6 @@ def _checker(digests: list[bytes]) -> Callable[[], Response | None]:
 
 
 def init_access_control(app: Flask) -> None:
-    """Require a key on every route but OPEN_PATHS when keys are configured."""
-    keys = configured_keys(app.config)
-    if keys:
-        app.before_request(_checker([_digest(key) for key in keys]))
+    """Require a key on every route but the open ones when keys are configured."""
+    if keys := app.config["API_KEYS"]:
+        app.before_request(_checker([_digest(key) for key in keys], cors=bool(app.config["CORS_ORIGINS"])))

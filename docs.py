@@ -44,7 +44,7 @@ def _swagger_ui() -> Blueprint:
 
 
 def init_app(app: Flask) -> None:
-    # Built once: it depends only on the configuration and the model (and reads API_KEYS_FILE).
+    # Built once: it depends only on the configuration and the model.
     app.extensions["openapi"] = openapi.document(app.config, app.extensions["classifier"])
     app.register_blueprint(bp)
     app.register_blueprint(_swagger_ui())

@@ -273,7 +273,7 @@ SECURITY_SCHEMES = {
 def _with_api_keys(paths: dict[str, Any]) -> dict[str, Any]:
     """With API keys on: every operation but the open ones takes a key, and may answer 401."""
     for path, operations in paths.items():
-        if path in access.OPEN_PATHS or path.startswith(access.OPEN_PREFIXES):
+        if access.is_open(path):
             continue
         for operation in operations.values():
             operation["security"] = [{"bearer": []}, {"apiKey": []}]
@@ -305,7 +305,7 @@ def document(config: Mapping[str, Any], classifier: Classifier) -> dict[str, Any
         "/docs/": _get("docs", "Interactive API documentation (Swagger UI, served locally; /docs redirects here)", _page("Swagger UI.")),
         "/": _get("demo", "Demo page: choose or drop a photo, see its top 5 classes", _page("The demo page.")),
     }
-    keys_on = bool(access.configured_keys(config))
+    keys_on = bool(config["API_KEYS"])
     if keys_on:
         paths = _with_api_keys(paths)
     spec: dict[str, Any] = {

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 MIB = 1024 * 1024
@@ -31,7 +32,7 @@ DEFAULTS: dict[str, Any] = {
     "UPLOAD_TIMEOUT": 10.0,  # seconds for the whole request body to arrive (see body_guard.py)
     "HEADER_TIMEOUT": 10.0,  # seconds for the request headers to arrive (see sync_worker.py)
     "API_KEYS": [],  # empty: no key needed (see access.py)
-    "API_KEYS_FILE": None,  # one key per line, added to API_KEYS
+    "API_KEYS_FILE": None,  # one key per line, added to API_KEYS by load()
     "CORS_ORIGINS": [],  # empty: no CORS headers at all
 }
 
@@ -117,11 +118,28 @@ def from_environment(environ: Mapping[str, str] | None = None) -> dict[str, Any]
     return settings
 
 
+def read_keys_file(path: str) -> list[str]:
+    """The keys in an API_KEYS_FILE: one per line, blank lines and `#` comments skipped."""
+    try:
+        lines = Path(path).expanduser().read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"API_KEYS_FILE={path!r} could not be read ({getattr(exc, 'strerror', None) or exc}).") from None
+    keys = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    if not keys:
+        raise ConfigError(f"API_KEYS_FILE={path!r} has no keys in it; unset it to run without keys.")
+    return keys
+
+
 def load(overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Defaults, then the environment, then explicit overrides (tests, embedding apps)."""
+    """Defaults, then the environment, then explicit overrides (tests, embedding apps).
+
+    The keys file is read here, so that gunicorn's master refuses to start on an unreadable one
+    (before any worker builds a model), and a SIGHUP picks up rotated keys."""
     settings = dict(DEFAULTS)
     settings.update(from_environment())
     settings.update(overrides or {})
     if settings["PRECISION"] not in {"fp32", "bf16"}:
         raise ConfigError(f"PRECISION={settings['PRECISION']!r} is not valid: use fp32 or bf16.")
+    if settings["API_KEYS_FILE"]:
+        settings["API_KEYS"] = [*settings["API_KEYS"], *read_keys_file(settings["API_KEYS_FILE"])]
     return settings

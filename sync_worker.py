@@ -71,7 +71,8 @@ util.write_error = write_json_error
 
 class SyncWorker(sync.SyncWorker):
     def init_process(self) -> None:
-        self.header_timeout = settings.load()["HEADER_TIMEOUT"]
+        # Not settings.load(): that also reads API_KEYS_FILE, whose errors wsgi.py reports cleanly.
+        self.header_timeout = {**settings.DEFAULTS, **settings.from_environment()}["HEADER_TIMEOUT"]
         super().init_process()  # runs the worker loop; returns only when the worker exits
 
     def accept(self, listener: Any) -> None:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import hmac
+import os
+import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -102,6 +105,46 @@ def test_an_unusable_keys_file_stops_the_app_from_starting(tmp_path: Path, seede
         keys_file.write_text(content)
     with pytest.raises(ConfigError, match="API_KEYS_FILE"):
         create_app({"MODEL_WEIGHTS": str(seeded_weights), "API_KEYS_FILE": str(keys_file)})
+
+
+def test_the_server_refuses_to_start_on_an_unusable_keys_file_said_once_before_any_worker(
+    tmp_path: Path, seeded_weights: Path
+) -> None:
+    result = service.run_to_exit({"MODEL_WEIGHTS": str(seeded_weights), "API_KEYS_FILE": str(tmp_path / "missing")})
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert output.count("classify: cannot start:") == 1 and "API_KEYS_FILE" in output
+    assert "Booting worker" not in output  # the master refused: no worker loaded a model first
+    assert "Traceback" not in output
+
+
+def test_a_sighup_makes_the_new_workers_take_the_rotated_keys_file(tmp_path: Path, seeded_weights: Path) -> None:
+    keys_file = tmp_path / "keys"
+    keys_file.write_text("old-key\n")
+    with service.running(tmp_path / "gunicorn.log", {"MODEL_WEIGHTS": str(seeded_weights), "API_KEYS_FILE": str(keys_file)}) as live:
+
+        def status(key: str) -> int:
+            return requests.get(f"{live.url}/model", headers={"X-API-Key": key}, timeout=30).status_code
+
+        assert (status("old-key"), status("new-key")) == (200, 401)
+        keys_file.write_text("new-key\n")
+        os.kill(live.master_pid(), signal.SIGHUP)
+        deadline = time.monotonic() + 60
+        # Old workers finish what they hold, then leave: wait until every answer is the new workers'.
+        while any(status("new-key") != 200 for _ in range(4)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert (status("old-key"), status("new-key")) == (401, 200)
+
+
+def test_an_options_request_that_is_not_a_cors_preflight_needs_a_key(hardened_client: FlaskClient) -> None:
+    assert_unauthorized(hardened_client.options("/metrics"), invalid=False)
+    assert hardened_client.options("/metrics", headers={"X-API-Key": API_KEY}).status_code == 200
+
+
+def test_with_cors_off_a_preflight_needs_a_key_too(seeded_weights: Path) -> None:
+    client = create_app({"MODEL_WEIGHTS": str(seeded_weights), "API_KEYS": [API_KEY]}).test_client()
+    preflight = client.options("/classify", headers={"Origin": "https://app.example.com", "Access-Control-Request-Method": "POST"})
+    assert_unauthorized(preflight, invalid=False)
 
 
 def test_every_configured_key_is_compared_on_every_attempt(monkeypatch: pytest.MonkeyPatch) -> None:
