@@ -1,4 +1,5 @@
-"""Everything issue 5 adds to the app, installed by create_app() in one call."""
+"""What create_app() installs last, in one call: API keys, security headers and CORS, and the
+request-body guard."""
 
 from __future__ import annotations
 

@@ -45,7 +45,7 @@ def main() -> int:
     print(table(memory.rows(), MEMORY_HEADER))
     problems = []
     if load.run.failures() or memory.load.run.failures():
-        problems.append("some requests failed (no answer, or a status other than 200/503)")
+        problems.append("some requests failed (no answer, or a status other than 200)")
     if load.workers_lost or memory.load.workers_lost:
         problems.append("a worker was lost")
     if memory.worst_growth >= 0.05:
