@@ -20,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from PIL import Image
-from raw import photos_dir
+from raw import phone_size, photos_dir
 
 from images import decode_image
 from model import ModelSpec, bf16_supported, load_classifier
@@ -30,7 +30,7 @@ FACTORY = "tests.efficientnet_lite:build"
 
 def phone_jpeg(path: Path) -> bytes:
     buffer = io.BytesIO()
-    Image.open(path).convert("RGB").resize((4000, 3000), Image.Resampling.BICUBIC).save(buffer, format="JPEG", quality=90)
+    phone_size(path).save(buffer, format="JPEG", quality=90)
     return buffer.getvalue()
 
 

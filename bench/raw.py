@@ -16,6 +16,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -25,6 +29,13 @@ def photos_dir() -> Path:
     """BENCH_PHOTOS if set (bench/run.py sets it), else the shared photos beside the checkout."""
     given = os.environ.get("BENCH_PHOTOS")
     return Path(given) if given else Path(os.environ.get("SHARED_DIR", REPO.parent / "shared")) / "images" / "imagenet-samples"
+
+
+def phone_size(path: Path) -> Image.Image:
+    """A shared photo upscaled to 4000x3000, a phone camera's size (bicubic, like a camera's detail)."""
+    from PIL import Image
+
+    return Image.open(path).convert("RGB").resize((4000, 3000), Image.Resampling.BICUBIC)
 
 
 def one_process(threads: int, seconds: float, batch: int) -> dict[str, float]:

@@ -31,7 +31,7 @@ import requests
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from raw import photos_dir  # noqa: E402
+from raw import phone_size, photos_dir  # noqa: E402
 
 from cpus import available_cpus  # noqa: E402
 from scripts import procs  # noqa: E402
@@ -63,15 +63,13 @@ def weights_env() -> dict[str, str]:
 
 def large_photos(count: int = 8) -> list[Path]:
     """4000x3000 JPEGs (phone size) made by upscaling shared photos, cached in bench/results."""
-    from PIL import Image
-
     folder = RESULTS / "large"
     folder.mkdir(parents=True, exist_ok=True)
     made = []
     for source in sorted(PHOTOS.glob("*.JPEG"))[:count]:
         target = folder / source.name
         if not target.is_file():
-            Image.open(source).convert("RGB").resize((4000, 3000), Image.Resampling.BICUBIC).save(target, quality=95)
+            phone_size(source).save(target, quality=95)
         made.append(target)
     return made
 
@@ -150,18 +148,25 @@ class TutorialApp:
         self.log.close()
 
 
+def raw_model(processes: int, threads: int, seconds: float, env: dict[str, str] | None = None) -> dict:
+    """bench/raw.py: the model alone, in `processes` x `threads`: img/s and median ms."""
+    command = [python(), str(REPO / "bench" / "raw.py"), "--processes", str(processes), "--threads", str(threads)]
+    return run_json([*command, "--seconds", str(seconds)], env)
+
+
+def raw_decode() -> dict:
+    """bench/raw.py --decode: decoding plus preprocessing one shared photo (ms)."""
+    return run_json([python(), str(REPO / "bench" / "raw.py"), "--decode"])
+
+
 def raw_limit(arrangement: tuple[int, int], seconds: float = 4) -> float:
     """The model alone, in the best (processes, threads) arrangement: img/s."""
-    processes, threads = arrangement
-    command = [python(), str(REPO / "bench" / "raw.py"), "--processes", str(processes), "--threads", str(threads)]
-    command += ["--seconds", str(seconds)]
-    return float(run_json(command)["img_per_s"])
+    return float(raw_model(*arrangement, seconds)["img_per_s"])
 
 
 def raw_alone(cpus: int, seconds: float = 4) -> dict[str, float]:
     """One image on all CPUs (ms), and decoding plus preprocessing one shared photo (ms)."""
-    command = [python(), str(REPO / "bench" / "raw.py"), "--processes", "1", "--threads", str(cpus), "--seconds", str(seconds)]
-    return {"median_ms": run_json(command)["median_ms"], **run_json([python(), str(REPO / "bench" / "raw.py"), "--decode"])}
+    return {"median_ms": raw_model(1, cpus, seconds)["median_ms"], **raw_decode()}
 
 
 def load_url(url: str, files: list[Path], concurrency: int, seconds: float, per_request: int = 1) -> dict:
@@ -222,14 +227,11 @@ def main() -> None:
         f"weights: {env.get('MODEL_WEIGHTS', 'torchvision cache')}\n"
     )
 
-    raw = {
-        (p, t): run_json([python(), str(REPO / "bench" / "raw.py"), "--processes", str(p), "--threads", str(t), "--seconds", "8"])
-        for p, t in ((1, cpus), (cpus, 1))
-    }
+    raw = {(p, t): raw_model(p, t, 8) for p, t in ((1, cpus), (cpus, 1))}
     best = max(raw, key=lambda arrangement: raw[arrangement]["img_per_s"])
     limit = raw[best]["img_per_s"]
     alone_ms = raw[(1, cpus)]["median_ms"]
-    decode_ms = run_json([python(), str(REPO / "bench" / "raw.py"), "--decode"])["decode_preprocess_ms"]
+    decode_ms = raw_decode()["decode_preprocess_ms"]
     say("## The model alone (fp32)\n")
     say(
         table(
@@ -403,9 +405,7 @@ def main() -> None:
     say("")
 
     say("## bf16\n")
-    bf16_raw = run_json(
-        [python(), str(REPO / "bench" / "raw.py"), "--processes", "1", "--threads", str(cpus), "--seconds", "5"], env={"PRECISION": "bf16"}
-    )
+    bf16_raw = raw_model(1, cpus, 5, env={"PRECISION": "bf16"})
     supported = run_json([python(), "-c", "import json, model; print(json.dumps({'ok': model.bf16_supported()}))"])["ok"]
     if supported:
         say(
