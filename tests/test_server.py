@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
 
 from cpus import available_cpus
+from scripts.procs import children
 from tests import service
 from tests.conftest import Photo
 
@@ -20,6 +23,11 @@ def server(tmp_path_factory: pytest.TempPathFactory, seeded_weights: Path) -> It
     running = service.start(log, {"MODEL_WEIGHTS": str(seeded_weights)}, workers=2)
     yield running
     running.stop()
+
+
+def request_log_lines(server: service.Service) -> list[dict[str, Any]]:
+    """The service's own per-request JSON lines (request_log.py); gunicorn's lines are plain text."""
+    return [json.loads(line) for line in server.log().splitlines() if line.startswith("{")]
 
 
 def test_multipart_upload_over_http(server: service.Service, photos: list[Photo]) -> None:
@@ -52,17 +60,34 @@ def test_errors_over_http_are_json(server: service.Service) -> None:
 def test_concurrent_requests_all_answered_consistently_by_both_workers(server: service.Service, photos: list[Photo]) -> None:
     chosen = photos[:8] * 4
 
-    def classify(photo: Photo) -> tuple[str, int]:
-        response = requests.post(f"{server.url}/classify", files={"image": (photo.path.name, photo.path.read_bytes())}, timeout=60)
+    def classify(number: int) -> tuple[str, str, int]:
+        photo, request_id = chosen[number], f"concurrent-{number}"
+        response = requests.post(
+            f"{server.url}/classify",
+            files={"image": (photo.path.name, photo.path.read_bytes())},
+            headers={"X-Request-ID": request_id},
+            timeout=60,
+        )
         assert response.status_code == 200
-        return photo.path.name, response.json()["predictions"][0]["index"]
+        return request_id, photo.path.name, response.json()["predictions"][0]["index"]
 
     with ThreadPoolExecutor(max_workers=8) as pool:
-        answers = list(pool.map(classify, chosen))
-    by_photo: dict[str, set[int]] = {}
-    for name, top1 in answers:
-        by_photo.setdefault(name, set()).add(top1)
-    assert all(len(top1s) == 1 for top1s in by_photo.values())  # every worker gives the same answer
+        answers = list(pool.map(classify, range(len(chosen))))
+    # Which worker answered: the pid in the JSON line request_log.py writes for each request (before
+    # the answer is sent, so every line is in the log by now), found by the request's id.
+    worker_of = {line["request_id"]: line["pid"] for line in request_log_lines(server)}
+    workers = set(children(server.master_pid()))
+    assert len(workers) == 2
+    assert {worker_of[request_id] for request_id, _, _ in answers} == workers
+    top1s: dict[str, set[int]] = {}
+    answered_by: dict[str, set[int]] = {}
+    for request_id, name, top1 in answers:
+        top1s.setdefault(name, set()).add(top1)
+        answered_by.setdefault(name, set()).add(worker_of[request_id])
+    assert all(len(top1) == 1 for top1 in top1s.values())  # the same photo, the same answer, whichever worker
+    # At least one photo was answered by both, so the line above compares the two workers: each photo
+    # is sent 4 times, and 8 concurrent clients keep both workers busy.
+    assert any(len(pids) == 2 for pids in answered_by.values()), answered_by
 
 
 def test_model_endpoint_reports_the_adaptive_thread_policy(server: service.Service) -> None:
