@@ -8,9 +8,8 @@ from __future__ import annotations
 import pytest
 
 from scripts.harness import photo_payloads
-from scripts.load_scenarios import LOAD_HEADER, MEMORY_HEADER, memory_soak
-from scripts.procs import children
-from scripts.traffic import hammer, table
+from scripts.load_scenarios import LOAD_HEADER, MEMORY_HEADER, memory_soak, sustained_load
+from scripts.traffic import table
 from tests import service
 from tests.hardening.conftest import API_KEY
 
@@ -19,16 +18,11 @@ KEY = {"X-API-Key": API_KEY}
 
 
 def test_64_concurrent_clients_against_two_workers_all_get_an_answer(live: service.Service) -> None:
-    master = live.master_pid()
-    before = children(master)
-    run = hammer(f"{live.url}/classify", photo_payloads(20), clients=64, seconds=2, timeout=60, headers=KEY)
-    print(
-        f"\n64 clients, 2 s: {len(run.outcomes)} requests, p50 {run.percentile(0.5) * 1000:.0f} ms, "
-        f"p99 {run.percentile(0.99) * 1000:.0f} ms, {run.throughput:.1f} req/s, outcomes {dict(run.counts())}"
-    )
-    assert len(run.outcomes) >= 64
-    assert run.failures() == []  # no timeout, no reset, no status but 200
-    assert children(master) == before
+    result = sustained_load(live, photo_payloads(20), clients=64, seconds=2, headers=KEY)
+    print("\n" + table([result.row("64 clients, 2 s")], LOAD_HEADER))
+    assert len(result.run.outcomes) >= 64
+    assert result.run.failures() == []  # no timeout, no reset, no status but 200
+    assert result.workers_before == result.workers_after
 
 
 def test_worker_memory_stays_flat_after_the_warm_up(live: service.Service) -> None:
