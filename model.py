@@ -8,6 +8,7 @@ import ctypes.util
 import functools
 import hashlib
 import importlib
+import importlib.util
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -241,14 +242,30 @@ def describe_preprocess(preprocess: Preprocess) -> dict[str, Any]:
     return {"description": repr(preprocess)}
 
 
-def _import_factory(target: str) -> Callable[[], Any]:
+def _factory_parts(target: str) -> tuple[str, str]:
     module_name, _, function_name = target.partition(":")
     if not module_name or not function_name:
         raise ModelLoadError(f"MODEL_FACTORY={target!r} must look like package.module:function.")
+    return module_name, function_name
+
+
+def _import_factory(target: str) -> Callable[[], Any]:
+    module_name, function_name = _factory_parts(target)
     try:
         return getattr(importlib.import_module(module_name), function_name)  # type: ignore[no-any-return]
     except (ImportError, AttributeError) as exc:
         raise ModelLoadError(f"MODEL_FACTORY={target!r} could not be imported ({exc}).") from None
+
+
+def _find_factory_module(target: str) -> None:
+    """A misspelt MODEL_FACTORY module, found without running the module's code."""
+    module_name, _ = _factory_parts(target)
+    try:
+        found = importlib.util.find_spec(module_name) is not None
+    except (ImportError, ValueError) as exc:  # a parent package is missing or broken
+        raise ModelLoadError(f"MODEL_FACTORY={target!r} could not be imported ({exc}).") from None
+    if not found:
+        raise ModelLoadError(f"MODEL_FACTORY={target!r} could not be imported (no module named {module_name!r}).")
 
 
 def _from_factory(spec: ModelSpec, labels: list[str]) -> Classifier:
@@ -338,7 +355,8 @@ def preload(spec: ModelSpec) -> None:
     _preloaded.clear()  # a reload reads the files again
     labels = read_labels(spec.labels_file or IMAGENET_LABELS)
     if spec.factory:
-        return  # user code; its errors surface when a worker builds it
+        _find_factory_module(spec.factory)
+        return  # the rest is user code, run in each worker: its import may already run torch compute
     _, path, state_dict = _torchvision_state(spec)
     shared = {name: _channels_last(tensor) for name, tensor in state_dict.items()}
     _assign_weights(spec, len(labels), shared, path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -159,3 +160,17 @@ def test_a_replaced_weights_file_is_read_again_not_taken_from_the_preload(tmp_pa
         assert torch.equal(state["fc.bias"], torch.load(weights, weights_only=True)["fc.bias"])
     finally:
         model._preloaded.clear()
+
+
+@pytest.mark.parametrize("target", ["no_such_module:build", "tests.no_such_module:build", "no_colon"])
+def test_the_master_finds_a_misspelt_factory_module_without_running_user_code(target: str) -> None:
+    # One clear refusal from gunicorn's master, not one per worker racing to fail.
+    with pytest.raises(ModelLoadError, match="MODEL_FACTORY"):
+        model.preload(ModelSpec(factory=target))
+
+
+def test_the_master_does_not_import_the_factory_module(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Its import may build a model, i.e. run torch compute, which the forked workers would hang on.
+    monkeypatch.delitem(sys.modules, "tests.efficientnet_lite", raising=False)
+    model.preload(ModelSpec(factory="tests.efficientnet_lite:build"))
+    assert "tests.efficientnet_lite" not in sys.modules
