@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import struct
+import zlib
 
 import pytest
 from PIL import Image
@@ -79,10 +81,28 @@ def test_animated_images_use_the_first_frame() -> None:
         assert first[0] > 200 and first[1] < 60, fmt
 
 
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG's signature and IHDR (8-bit RGB), then an IDAT chunk announcing 1000 bytes and holding none."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + struct.pack(">I", 1000) + b"IDAT"
+
+
 def test_pixel_limit_is_checked_before_decoding() -> None:
+    # 12 megapixels announced (36 MB once decoded), not one pixel sent: only a check of the header
+    # can answer 413. Pillow needs the IDAT chunk's start to open a PNG; its data is what is missing.
+    header_only = png_header_only(4000, 3000)
     with pytest.raises(APIError) as error:
-        decode_image(image_bytes("RGB", (200, 100), "PNG"), max_pixels=10_000)
+        decode_image(header_only, max_pixels=10_000_000)
     assert (error.value.status, error.value.code) == (413, "image_too_large")
+    assert "4000x3000" in error.value.message
+    # Under a higher limit the same bytes reach the decoder, which fails differently.
+    with pytest.raises(APIError) as error:
+        decode_image(header_only, max_pixels=LIMIT)
+    assert (error.value.status, error.value.code) == (415, "invalid_image")
 
 
 def test_decompression_bomb_is_refused_from_its_header() -> None:
