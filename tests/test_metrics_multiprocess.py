@@ -5,11 +5,26 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 import metrics_multiprocess
+
+
+@pytest.fixture(autouse=True)
+def each_test_leaves_the_environment_as_it_found_it() -> Iterator[None]:
+    """prepare() sets PROMETHEUS_MULTIPROC_DIR in this process; a leak would send every later server's
+    metrics (tests/service.py passes the environment on) to a stale or removed folder.
+
+    Checked after each test here, once its monkeypatch is undone (autouse fixtures are set up first,
+    so torn down last), whichever order the tests run in and whichever leaks.
+    """
+    before = os.environ.get(metrics_multiprocess.ENV)
+    yield
+    after = os.environ.get(metrics_multiprocess.ENV)  # a local: a failure shows the value, not all of os.environ
+    assert after == before, f"{metrics_multiprocess.ENV} leaked out of the test"
 
 
 def stale_counter(folder: Path) -> None:
@@ -46,8 +61,3 @@ def test_without_configuration_a_private_folder_is_made_and_removed(monkeypatch:
     finally:
         metrics_multiprocess.cleanup()
     assert not folder.exists()
-
-
-def test_these_tests_leave_the_environment_as_they_found_it() -> None:
-    # prepare() sets the variable; a leak would send every later server's metrics to a stale folder.
-    assert "PROMETHEUS_MULTIPROC_DIR" not in os.environ or not os.environ["PROMETHEUS_MULTIPROC_DIR"].startswith("/dev/shm/classify-")
