@@ -75,10 +75,17 @@ def slow(mode: str) -> Callable[[Path, dict[str, str], float], Row]:
         with service.running(folder / f"slow-{mode}.log", {**env, **timeouts}) as running:
             result = slow_client(running, photo_payloads(1)[0], mode, interval=0.5, limit=20)
         happened = (
-            f"answered {result.status} {result.code} after {result.seconds:.1f}s; a normal request meanwhile took "
-            f"{result.other_request_seconds:.2f}s; workers lost: {len(set(result.workers_before) - set(result.workers_after))}"
+            f"answered {result.status} {result.code} after {result.seconds:.1f}s; a normal request meanwhile: "
+            f"{result.other_request_status} in {result.other_request_seconds:.2f}s; "
+            f"workers lost: {len(set(result.workers_before) - set(result.workers_after))}"
         )
-        held = result.status == 408 and result.workers_before == result.workers_after and result.seconds < 10
+        held = (
+            result.status == 408
+            and result.other_request_status == 200
+            and result.other_request_seconds < result.seconds
+            and result.workers_before == result.workers_after
+            and result.seconds < 10
+        )
         tried = {
             "body": "headers, then 1 body byte every 0.5s",
             "headers": "1 header byte every 0.5s",

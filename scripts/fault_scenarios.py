@@ -140,6 +140,7 @@ class SlowClientResult:
     code: str | None
     seconds: float
     other_request_seconds: float  # a normal request sent meanwhile
+    other_request_status: int | None  # None: it got no answer
     workers_before: list[int]
     workers_after: list[int]
 
@@ -164,15 +165,18 @@ def slow_client(
     if mode == "body":
         sock.sendall(head)
     started = time.monotonic()
-    other: list[float] = []
+    other: list[tuple[float, int | None]] = []
 
     def normal_request() -> None:
         time.sleep(interval)
         t = time.monotonic()
-        requests.post(
-            f"{service.url}/classify", data=payload.body, headers={"Content-Type": payload.content_type, **(headers or {})}, timeout=60
-        )
-        other.append(time.monotonic() - t)
+        try:
+            status: int | None = requests.post(
+                f"{service.url}/classify", data=payload.body, headers={"Content-Type": payload.content_type, **(headers or {})}, timeout=60
+            ).status_code
+        except requests.RequestException:
+            status = None
+        other.append((time.monotonic() - t, status))
 
     thread = threading.Thread(target=normal_request)
     thread.start()
@@ -195,4 +199,5 @@ def slow_client(
     sock.close()
     thread.join()
     parsed = wire.parse(answer)
-    return SlowClientResult(parsed.status, parsed.error_code, seconds, other[0] if other else float("nan"), before, children(master))
+    other_seconds, other_status = other[0]
+    return SlowClientResult(parsed.status, parsed.error_code, seconds, other_seconds, other_status, before, children(master))
