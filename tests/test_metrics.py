@@ -3,20 +3,15 @@
 from __future__ import annotations
 
 import io
-import re
 
 from flask.testing import FlaskClient
 
 from tests.conftest import Photo
+from tests.prometheus_text import sample
 
 
-def sample(client: FlaskClient, metric: str, /, **labels: str) -> float:
-    text = client.get("/metrics").get_data(as_text=True)
-    for line in text.splitlines():
-        found = re.fullmatch(rf"{re.escape(metric)}(?:\{{(.*)\}})? (\S+)", line)
-        if found and dict(re.findall(r'(\w+)="([^"]*)"', found.group(1) or "")) == labels:
-            return float(found.group(2))
-    return 0.0
+def scrape(client: FlaskClient) -> str:
+    return client.get("/metrics").get_data(as_text=True)
 
 
 def test_metrics_are_prometheus_text(client: FlaskClient) -> None:
@@ -38,38 +33,38 @@ def test_metrics_are_prometheus_text(client: FlaskClient) -> None:
 
 
 def test_requests_are_counted_by_route_and_status(client: FlaskClient) -> None:
-    before = sample(client, "classify_http_requests_total", method="GET", route="/health", status="200")
+    before = sample(scrape(client), "classify_http_requests_total", method="GET", route="/health", status="200")
     for _ in range(3):
         client.get("/health")
-    assert sample(client, "classify_http_requests_total", method="GET", route="/health", status="200") == before + 3
+    assert sample(scrape(client), "classify_http_requests_total", method="GET", route="/health", status="200") == before + 3
 
 
 def test_unknown_paths_share_one_route_label_whatever_the_path(client: FlaskClient) -> None:
-    before = sample(client, "classify_http_requests_total", method="GET", route="unmatched", status="404")
+    before = sample(scrape(client), "classify_http_requests_total", method="GET", route="unmatched", status="404")
     client.get("/a")
     client.get("/b/c")
-    assert sample(client, "classify_http_requests_total", method="GET", route="unmatched", status="404") == before + 2
-    assert "/b/c" not in client.get("/metrics").get_data(as_text=True)
+    assert sample(scrape(client), "classify_http_requests_total", method="GET", route="unmatched", status="404") == before + 2
+    assert "/b/c" not in scrape(client)
 
 
 def test_classifying_counts_images_inference_and_bytes(client: FlaskClient, photos: list[Photo]) -> None:
     data = [photo.path.read_bytes() for photo in photos[:2]]
-    images, batches, uploaded = (sample(client, name) for name in (
+    images, batches, uploaded = (sample(scrape(client), name) for name in (
         "classify_images_classified_total", "classify_inference_duration_seconds_count", "classify_upload_bytes_sum"))  # fmt: skip
-    rejected = sample(client, "classify_images_rejected_total", code="invalid_image")
+    rejected = sample(scrape(client), "classify_images_rejected_total", code="invalid_image")
     files = {"image": [(io.BytesIO(data[0]), "a.jpg"), (io.BytesIO(data[1]), "b.jpg"), (io.BytesIO(b"text"), "c.txt")]}
     assert client.post("/classify", data=files).status_code == 200
-    assert sample(client, "classify_images_classified_total") == images + 2
-    assert sample(client, "classify_inference_duration_seconds_count") == batches + 1  # one batched forward pass
-    assert sample(client, "classify_upload_bytes_sum") == uploaded + len(data[0]) + len(data[1]) + 4
-    assert sample(client, "classify_images_rejected_total", code="invalid_image") == rejected + 1
+    assert sample(scrape(client), "classify_images_classified_total") == images + 2
+    assert sample(scrape(client), "classify_inference_duration_seconds_count") == batches + 1  # one batched forward pass
+    assert sample(scrape(client), "classify_upload_bytes_sum") == uploaded + len(data[0]) + len(data[1]) + 4
+    assert sample(scrape(client), "classify_images_rejected_total", code="invalid_image") == rejected + 1
 
 
 def test_model_info_names_the_model_and_weights_served(client: FlaskClient) -> None:
     described = client.get("/model").get_json()
     assert (
         sample(
-            client,
+            scrape(client),
             "classify_model_info",
             architecture="resnet18",
             name="resnet18",

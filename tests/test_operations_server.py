@@ -17,6 +17,7 @@ import requests
 
 from tests import service
 from tests.conftest import Photo
+from tests.prometheus_text import sample
 
 N = 16  # classify requests, sent 8 at a time so that both workers serve some
 
@@ -43,15 +44,6 @@ def scrape(server: service.Service) -> str:
     assert response.status_code == 200
     assert response.headers["Content-Type"].startswith("text/plain")
     return response.text
-
-
-def sample(text: str, metric: str, /, **labels: str) -> float:
-    """The value of one series; 0 when it is absent."""
-    for line in text.splitlines():
-        found = re.fullmatch(rf"{re.escape(metric)}(?:\{{(.*)\}})? (\S+)", line)
-        if found and dict(re.findall(r'(\w+)="([^"]*)"', found.group(1) or "")) == labels:
-            return float(found.group(2))
-    return 0.0
 
 
 @pytest.fixture(scope="module")
