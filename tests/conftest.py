@@ -44,6 +44,12 @@ def photos() -> list[Photo]:
 
 
 @pytest.fixture(scope="session")
+def jpeg(photos: list[Photo]) -> bytes:
+    """The bytes of the first shared photo, a JPEG."""
+    return photos[0].path.read_bytes()
+
+
+@pytest.fixture(scope="session")
 def seeded_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real resnet18 state dict with seeded random weights: same file, same numbers, anywhere."""
     torch.manual_seed(0)

@@ -30,11 +30,6 @@ def assert_error(response, status: int, code: str) -> None:
     assert isinstance(body["error"]["message"], str) and body["error"]["message"]
 
 
-@pytest.fixture(scope="session")
-def jpeg(photos: list[Photo]) -> bytes:
-    return photos[0].path.read_bytes()
-
-
 def test_multipart_upload_answers_top5_predictions(client: FlaskClient, jpeg: bytes) -> None:
     response = upload(client, ("image", jpeg, "tench.jpg"))
     assert response.status_code == 200

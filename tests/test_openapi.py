@@ -14,7 +14,6 @@ from openapi_schema_validator import OAS30Validator
 from openapi_spec_validator import validate
 
 from app import create_app
-from tests.conftest import Photo
 
 AUTOMATIC_METHODS = {"HEAD", "OPTIONS"}  # werkzeug adds them to every rule
 
@@ -86,11 +85,6 @@ def schema_validator(document: dict[str, Any], path: str, method: str, status: i
 
 def multipart(*files: tuple[str, bytes]) -> dict[str, Any]:
     return {"image": [(io.BytesIO(data), name) for name, data in files]}
-
-
-@pytest.fixture(scope="module")
-def jpeg(photos: list[Photo]) -> bytes:
-    return photos[0].path.read_bytes()
 
 
 @pytest.mark.parametrize(

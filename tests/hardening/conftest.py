@@ -15,17 +15,11 @@ from flask.testing import FlaskClient
 
 from app import create_app
 from tests import service
-from tests.conftest import Photo
 from tests.hardening.corpus import LIMITS, MAX_BYTES, MAX_FILES
 
 API_KEY = "test-key-0123456789abcdef"
 ORIGIN = "https://app.example.com"
 TIMEOUTS = {"UPLOAD_TIMEOUT": "2", "HEADER_TIMEOUT": "2"}
-
-
-@pytest.fixture(scope="session")
-def photo(photos: list[Photo]) -> bytes:
-    return photos[0].path.read_bytes()
 
 
 @pytest.fixture(scope="session")

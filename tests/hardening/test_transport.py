@@ -25,8 +25,8 @@ def chunked_request(body: bytes, content_type: str = "image/jpeg") -> bytes:
     return keyed(request_head(content_type, "Transfer-Encoding: chunked") + chunked(body))
 
 
-def test_a_chunked_photo_within_the_limit_is_classified(live: service.Service, photo: bytes) -> None:
-    answer = exchange(live.url, chunked_request(photo))
+def test_a_chunked_photo_within_the_limit_is_classified(live: service.Service, jpeg: bytes) -> None:
+    answer = exchange(live.url, chunked_request(jpeg))
     assert_json_answer(answer.status or 0, answer.headers, answer.body, 200, None)
 
 
@@ -52,22 +52,22 @@ def test_a_body_far_over_the_limit_is_refused_unread_and_the_413_still_arrives(l
     assert (answer.status, answer.json()["error"]["code"]) == (413, "payload_too_large")
 
 
-def test_an_unauthorized_upload_is_answered_401_after_the_client_finished_sending(live: service.Service, photo: bytes) -> None:
-    answer = exchange(live.url, build("POST", "/classify", {"Content-Type": "image/jpeg"}, photo * 5))
+def test_an_unauthorized_upload_is_answered_401_after_the_client_finished_sending(live: service.Service, jpeg: bytes) -> None:
+    answer = exchange(live.url, build("POST", "/classify", {"Content-Type": "image/jpeg"}, jpeg * 5))
     assert answer.send_error is None and answer.status == 401
 
 
-def test_a_body_shorter_than_its_content_length_is_a_400(live: service.Service, photo: bytes) -> None:
-    answer = exchange(live.url, keyed(short_body_request(photo[:5000])), half_close=True)
+def test_a_body_shorter_than_its_content_length_is_a_400(live: service.Service, jpeg: bytes) -> None:
+    answer = exchange(live.url, keyed(short_body_request(jpeg[:5000])), half_close=True)
     assert_json_answer(answer.status or 0, answer.headers, answer.body, 400, "incomplete_body")
 
 
 @pytest.mark.parametrize("mode", ["body", "headers", "silent"])
 def test_a_slow_client_is_answered_408_at_its_deadline_and_the_other_worker_keeps_serving(
-    live: service.Service, photo: bytes, mode: str
+    live: service.Service, jpeg: bytes, mode: str
 ) -> None:
     interval = 0.3  # the slow client's pace; the normal request is sent one interval after it starts
-    result = slow_client(live, Payload(photo), mode, interval=interval, limit=DEADLINE + 8, headers={"X-API-Key": API_KEY})
+    result = slow_client(live, Payload(jpeg), mode, interval=interval, limit=DEADLINE + 8, headers={"X-API-Key": API_KEY})
     assert result.status == 408
     assert result.code == ("upload_timeout" if mode == "body" else "header_timeout")
     assert DEADLINE - 0.2 <= result.seconds < DEADLINE + 3  # 3 s: gunicorn's lingering close, at most 2 s
