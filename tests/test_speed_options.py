@@ -109,17 +109,18 @@ def test_bf16_without_cpu_support_serves_fp32_and_says_so(seeded_weights: Path) 
 # Without native bf16 (AVX512-BF16/AMX, as on this machine and in CI) the service would serve fp32 and its bf16
 # answers would go untested, so the test tells the model code bf16 is there: autocast then runs the bf16 convolutions
 # in torch's emulated kernels (ATen's im2col convolution, not oneDNN's), 0.6-0.9 s a photo on 2 busy CPUs against
-# 0.08 s in fp32. Emulated, the whole set (200 photos, 2-3 minutes) agreed on 197 (98.5 %, under the bar): all three
-# flips are near-ties in fp32 too (laptop 0.124 vs potter's wheel 0.121; motor scooter 0.328 vs moped 0.323; on the
-# swab photo scale 0.226 vs iron 0.211, which bf16 ties at 0.2025). So the emulated run takes every 10th photo,
-# 20 across the classes, ~20 s, none of those three among them; at fewer than 100 photos 99 % means every one
-# agrees, so a single flip, or a broken bf16 path, fails it. With native bf16 (oneDNN's kernels, not measured here)
-# the test keeps all 200 photos.
+# 0.08 s in fp32, so it takes every 10th photo (20). Emulated, the whole set agreed on 197 of 200 (98.5 %: under the
+# issue's 99 %, which is for native bf16 and cannot be measured here); all three flips were near-ties in fp32 (laptop
+# 0.124 vs potter's wheel 0.121, motor scooter 0.328 vs moped 0.323, scale 0.226 vs iron 0.211). So the emulated run
+# asserts what holds for any photo: where fp32's first class leads its second by DECISIVE or more, bf16 names the
+# same first class. With native bf16 the test takes all 200 photos and the issue's 99 % bar.
 EMULATED_BF16_EVERY = 10
+DECISIVE = 0.05
 
 
 def test_bf16_agrees_with_fp32_on_top1_for_a_real_model(photos: list[Photo], monkeypatch: pytest.MonkeyPatch) -> None:
-    if not bf16_supported():
+    native = bf16_supported()
+    if not native:
         monkeypatch.setattr(model, "bf16_supported", lambda: True)  # the name Classifier consults, via effective_precision
         photos = photos[::EMULATED_BF16_EVERY]
     load_classifier.cache_clear()  # no classifier an earlier test built, as fp32, for the bf16 spec
@@ -131,9 +132,15 @@ def test_bf16_agrees_with_fp32_on_top1_for_a_real_model(photos: list[Photo], mon
         answers: list[tuple[list[Prediction], list[Prediction]]] = []
         for start in range(0, len(images), 25):
             batch = images[start : start + 25]
-            answers += zip(fp32.predict(batch, 1), bf16.predict(batch, 1), strict=True)
+            answers += zip(fp32.predict(batch, 2), bf16.predict(batch, 1), strict=True)
     finally:
         load_classifier.cache_clear()  # nor one built under the patch for a later test
     assert any(a[0].probability != b[0].probability for a, b in answers), "bf16 answered exactly as fp32: it did not run"
     agree = sum(a[0].index == b[0].index for a, b in answers)
-    assert agree / len(images) >= 0.99, f"bf16 agrees with fp32 on {agree} of {len(images)} photos"
+    if native:
+        assert agree / len(images) >= 0.99, f"bf16 agrees with fp32 on {agree} of {len(images)} photos"
+    else:
+        decisive = [(a, b) for a, b in answers if a[0].probability - a[1].probability >= DECISIVE]
+        assert len(decisive) >= len(answers) // 2, "too few decisive photos for the check to mean anything"
+        flipped = [(a[0].label, b[0].label) for a, b in decisive if a[0].index != b[0].index]
+        assert not flipped, f"bf16 changed fp32's clear first class (fp32, bf16): {flipped}"
