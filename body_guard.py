@@ -24,7 +24,7 @@ from typing import IO, Any
 
 from werkzeug.wsgi import ClosingIterator
 
-from errors import TOO_LARGE_MESSAGE, APIError
+from errors import APIError, too_large_message
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
@@ -96,7 +96,7 @@ class GuardedInput(io.RawIOBase):
             self.broken = True
             raise APIError(400, "incomplete_body", f"The connection ended after {self.received} of the {self._length} bytes announced.")
         if self._length is None and self._max is not None and self.received >= self._max and self._more_after_limit():
-            raise APIError(413, "payload_too_large", TOO_LARGE_MESSAGE)
+            raise APIError(413, "payload_too_large", too_large_message(self._max))
         return data
 
     def _read_within_deadline(self, size: int | None) -> bytes:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, Response, jsonify
+from flask import Flask, Response, current_app, jsonify
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
@@ -18,9 +18,16 @@ HTTP_CODES = {
     415: "unsupported_media_type",
     500: "internal_error",
 }
-# Said wherever these happen (the app, body_guard.py, sync_worker.py), so clients see one wording.
-TOO_LARGE_MESSAGE = "The request body is larger than this service accepts."
+# Said by the app and by sync_worker.py for gunicorn's own 500s: one wording.
 INTERNAL_ERROR_MESSAGE = "The server failed to handle this request."
+
+
+def too_large_message(limit: int | None) -> str:
+    """Said wherever a body is refused for its size (the app, body_guard.py): one wording, with the limit."""
+    if not limit:
+        return "The request body is larger than this service accepts."
+    size = f"{limit // 2**20} MiB" if limit % 2**20 == 0 else f"{limit:,} bytes"
+    return f"The request body is larger than this service accepts (at most {size})."
 
 
 class APIError(Exception):
@@ -51,7 +58,7 @@ def _handle_http_exception(error: HTTPException) -> Response:
     code = HTTP_CODES.get(status) or (error.name or "error").lower().replace(" ", "_")
     message = error.description or error.name
     if status == 413:
-        message = TOO_LARGE_MESSAGE
+        message = too_large_message(current_app.config["MAX_CONTENT_LENGTH"])
     response = error_response(status, code, message)
     # Keep werkzeug's headers that matter to clients, such as Allow on a 405.
     for name, value in error.get_headers():

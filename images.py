@@ -25,6 +25,9 @@ if features.check("avif"):
 
 SUPPORTED_NAMES = "JPEG, PNG, GIF, WebP, BMP, TIFF" + (", AVIF" if "AVIF" in SUPPORTED_FORMATS else "")
 
+# A phone's multi-picture JPEG (MPO) is a JPEG with extra pictures appended: clients know it as JPEG.
+JPEG_LIKE = {"MPO": "JPEG"}
+
 # A 10000x10 strip would be upscaled to 256000x256 before the centre crop.
 MAX_ASPECT_RATIO = 20
 
@@ -41,15 +44,42 @@ def _unsupported(message: str) -> APIError:
     return APIError(415, "unsupported_format", message)
 
 
+HEIF_BRANDS = {b"heic", b"heix", b"hevc", b"heim", b"heis", b"mif1", b"msf1"}
+AVIF_BRANDS = {b"avif", b"avis"}
+
+
 def _sniff_unsupported(data: bytes) -> APIError | None:
     """Name formats people commonly send by mistake, so the error can say what to do."""
     head = data[:64].lstrip()
-    if data[4:8] == b"ftyp" and data[8:12] in {b"heic", b"heix", b"hevc", b"heim", b"heis", b"mif1", b"msf1", b"avif", b"avis"}:
-        return _unsupported(f"HEIC/HEIF/AVIF images are not supported here; convert to JPEG or PNG (supported: {SUPPORTED_NAMES}).")
+    brands = HEIF_BRANDS | (set() if "AVIF" in SUPPORTED_FORMATS else AVIF_BRANDS)
+    if data[4:8] == b"ftyp" and data[8:12] in brands:
+        name = "AVIF" if data[8:12] in AVIF_BRANDS else "HEIC/HEIF"
+        return _unsupported(f"{name} images are not supported here; convert to JPEG or PNG (supported: {SUPPORTED_NAMES}).")
     if head.startswith(b"<?xml") or head.startswith(b"<svg"):
         return _unsupported(f"SVG is a vector format; send a raster image ({SUPPORTED_NAMES}).")
     if head.startswith(b"%PDF"):
         return _unsupported(f"PDF documents are not images; send a raster image ({SUPPORTED_NAMES}).")
+    return _other_known_format(data)
+
+
+# Formats people send that this service does not serve, by their first bytes: named without
+# handing the bytes to more of Pillow's parsers.
+OTHER_FORMATS = {
+    b"\x00\x00\x01\x00": "ICO",
+    b"8BPS": "PSD",
+    b"%!PS": "PostScript/EPS",
+    b"\x00\x00\x00\x0cjP  \r\n\x87\n": "JPEG 2000",
+    b"\xff\x4f\xff\x51": "JPEG 2000",
+    b"\xff\x0a": "JPEG XL",
+    b"\x00\x00\x00\x0cJXL \r\n\x87\n": "JPEG XL",
+    **{b"P%d%c" % (n, space): "PNM (PBM/PGM/PPM)" for n in range(1, 7) for space in b" \t\r\n"},
+}
+
+
+def _other_known_format(data: bytes) -> APIError | None:
+    for magic, name in OTHER_FORMATS.items():
+        if data.startswith(magic):
+            return _unsupported(f"{name} images are not served here; send one of {SUPPORTED_NAMES}.")
     return None
 
 
@@ -120,7 +150,7 @@ def decode_image(data: bytes, max_pixels: int, min_side: int | None = None) -> D
     image = _open(data)
     width, height = image.size
     _check_dimensions(width, height, max_pixels)
-    fmt = image.format or "unknown"
+    fmt = JPEG_LIKE.get(image.format or "", image.format) or "unknown"
     try:
         if min_side:
             _draft(image, min_side)

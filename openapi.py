@@ -6,13 +6,17 @@ from collections.abc import Mapping
 from typing import Any
 
 import access
+from images import SUPPORTED_FORMATS
 from model import Classifier
 
 OPENAPI_VERSION = "3.0.3"  # 3.0 rather than 3.1: Swagger UI, Postman's importer and most generators handle its file uploads
 API_VERSION = "1.0.0"
 
 ERROR_CODES = {
-    400: "`missing_image`, `empty_file`, `invalid_topk`, `malformed_multipart`, `malformed_body`, `incomplete_body`, `bad_request`",
+    400: (
+        "`missing_image`, `unexpected_field`, `empty_file`, `invalid_topk`, `malformed_multipart`, `malformed_body`, "
+        "`incomplete_body`, `bad_request`"
+    ),
     401: "`unauthorized` (the `WWW-Authenticate` header says whether the key was missing or wrong)",
     404: "`not_found`",
     405: "`method_not_allowed` (the `Allow` header lists the methods that are)",
@@ -81,7 +85,15 @@ def _schemas() -> dict[str, Any]:
             "type": "object",
             "description": "The image as uploaded, after EXIF orientation.",
             "required": ["width", "height", "format"],
-            "properties": {"width": {"type": "integer"}, "height": {"type": "integer"}, "format": {"type": "string", "example": "JPEG"}},
+            "properties": {
+                "width": {"type": "integer"},
+                "height": {"type": "integer"},
+                "format": {
+                    "type": "string",
+                    "enum": SUPPORTED_FORMATS,
+                    "description": "The format decoded; a phone's multi-picture JPEG (MPO) is JPEG.",
+                },
+            },
         },
         "Timing": timing,
         "FileClassified": {

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import IO
 
 from flask import Request
+from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.formparser import FormDataParser
 from werkzeug.http import parse_options_header
 
@@ -44,6 +45,16 @@ class InMemoryRequest(Request):
             super()._load_form_data()
         except ValueError:
             raise APIError(400, "malformed_multipart", f"The multipart body could not be read: {MULTIPART_HINT}") from None
+        except RequestEntityTooLarge:
+            if self.content_length is not None and self.max_content_length is not None and self.content_length > self.max_content_length:
+                raise  # the body itself is too large: errors.py says so, with the limit
+            # A body within the limit: werkzeug counted the form's parts or its text fields.
+            raise APIError(
+                413,
+                "payload_too_large",
+                f"The form has more than {self.max_form_parts} parts, or more than {self.max_form_memory_size:,} bytes "
+                "in a text field. Send the images as files, in the field 'image'.",
+            ) from None
 
 
 @dataclass
@@ -54,24 +65,48 @@ class Upload:
 
 def _multipart_uploads(request: Request) -> list[Upload]:
     uploads = []
-    for field, storage in request.files.items(multi=True):
+    files = list(request.files.items(multi=True))
+    if ignored := sorted({field for field, storage in files if field not in IMAGE_FIELDS and storage.filename}):
+        # Rather than classify some of what was sent and say nothing of the rest.
+        raise APIError(
+            400, "unexpected_field", f"Files were sent in the field(s) {', '.join(map(repr, ignored))}, which are not read. {HOW_TO_SEND}"
+        )
+    for field, storage in files:
         if field not in IMAGE_FIELDS:
-            continue
+            continue  # an empty file input in another field (refused above if not empty)
         data = storage.read()
         if not data and not storage.filename:
             continue  # a browser form's file input left empty
         uploads.append(Upload(storage.filename or None, data))
     if not uploads:
+        if as_text := [field for field in IMAGE_FIELDS if field in request.form]:
+            raise APIError(
+                400,
+                "missing_image",
+                f"The field '{as_text[0]}' arrived as text, not as a file (its part has no filename). "
+                f"With curl, put an @ before the path: -F {as_text[0]}=@photo.jpg.",
+            )
         fields = sorted(set(request.files) | set(request.form))
         got = f" The request had the fields: {', '.join(fields)}." if fields else " The request had no file in it."
         raise APIError(400, "missing_image", f"No image was uploaded.{got} {HOW_TO_SEND}")
     return uploads
 
 
+def _looks_like_multipart(data: bytes) -> bool:
+    return data.startswith(b"--") and b"content-disposition: form-data" in data[:1024].lower()
+
+
 def _raw_upload(request: Request) -> Upload:
     data = request.get_data(cache=False)
     if not data:
         raise APIError(400, "missing_image", f"The request body is empty. {HOW_TO_SEND}")
+    if _looks_like_multipart(data):  # curl -F with -H 'Content-Type: image/jpeg': the header hides the form
+        raise APIError(
+            400,
+            "malformed_multipart",
+            f"The body is multipart/form-data, but the Content-Type says {request.mimetype}. "
+            "With curl -F, do not set Content-Type: curl sets multipart/form-data with its boundary.",
+        )
     _, options = parse_options_header(request.headers.get("Content-Disposition", ""))
     return Upload(options.get("filename"), data)
 

@@ -1,0 +1,93 @@
+"""Mistakes people make when sending a photo: each answer says what went wrong and what to send."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from flask.testing import FlaskClient
+from PIL import Image
+
+from app import create_app
+from images import SUPPORTED_FORMATS
+from tests.conftest import image_bytes
+from tests.test_api import assert_error, upload
+
+
+def message(response, status: int, code: str) -> str:
+    assert_error(response, status, code)
+    return str(response.get_json()["error"]["message"])
+
+
+def multipart(fields: list[tuple[str, str | None, bytes]], boundary: str = "b0undary") -> tuple[bytes, str]:
+    """A multipart body by hand: (name, filename or None for a text part, content)."""
+    body = b""
+    for name, filename, content in fields:
+        disposition = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename is not None else "")
+        body += f"--{boundary}\r\nContent-Disposition: {disposition}\r\n\r\n".encode() + content + b"\r\n"
+    return body + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
+
+
+def test_an_image_field_sent_as_text_says_to_send_a_file(client: FlaskClient, jpeg: bytes) -> None:
+    # curl -F 'image=<photo.jpg' (< instead of @), or a Postman row left as Text.
+    body, content_type = multipart([("image", None, b"not a file part")])
+    text = message(client.post("/classify", data=body, content_type=content_type), 400, "missing_image")
+    assert "arrived as text" in text and "-F image=@" in text
+
+
+def test_a_form_sent_with_an_image_content_type_says_to_drop_the_header(client: FlaskClient, jpeg: bytes) -> None:
+    # curl -H 'Content-Type: image/jpeg' -F image=@photo.jpg: the form arrives as a "raw image".
+    body, _ = multipart([("image", "photo.jpg", jpeg)])
+    text = message(client.post("/classify", data=body, content_type="image/jpeg"), 400, "malformed_multipart")
+    assert "multipart/form-data" in text and "do not set Content-Type" in text
+
+
+def test_files_in_other_fields_are_refused_rather_than_left_out(client: FlaskClient, jpeg: bytes) -> None:
+    response = upload(client, ("image", jpeg, "a.jpg"), ("photo", jpeg, "b.jpg"))
+    assert "'photo'" in message(response, 400, "unexpected_field")
+
+
+def test_an_empty_file_input_in_another_field_is_ignored(client: FlaskClient, jpeg: bytes) -> None:
+    # What a browser form sends for a file input nobody filled.
+    body, content_type = multipart([("image", "a.jpg", jpeg), ("attachment", "", b"")])
+    assert client.post("/classify", data=body, content_type=content_type).status_code == 200
+
+
+def test_a_body_over_the_limit_is_told_the_limit(seeded_weights) -> None:
+    client = create_app({"MODEL_WEIGHTS": str(seeded_weights), "MAX_CONTENT_LENGTH": 2**20}).test_client()
+    response = client.post("/classify", data=b"\xff" * (2**20 + 1), content_type="image/jpeg")
+    assert "at most 1 MiB" in message(response, 413, "payload_too_large")
+
+
+def test_a_form_with_too_many_parts_is_told_so_not_that_the_body_is_too_large(client: FlaskClient, jpeg: bytes) -> None:
+    body, content_type = multipart([("image", "a.jpg", jpeg)] + [(f"note{n}", None, b"x") for n in range(1000)])
+    assert len(body) < client.application.config["MAX_CONTENT_LENGTH"]
+    text = message(client.post("/classify", data=body, content_type=content_type), 413, "payload_too_large")
+    assert "more than 1000 parts" in text
+
+
+@pytest.mark.parametrize(("fmt", "named"), [("ICO", "ICO"), ("PPM", "PNM"), ("JPEG2000", "JPEG 2000")])
+def test_known_formats_that_are_not_served_are_named(client: FlaskClient, fmt: str, named: str) -> None:
+    response = upload(client, ("image", image_bytes(fmt=fmt), "picture"))
+    assert named in message(response, 415, "unsupported_format")
+
+
+def test_heic_is_named_without_calling_a_served_avif_unsupported(client: FlaskClient) -> None:
+    heic = b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + b"\x00" * 64
+    text = message(upload(client, ("image", heic, "IMG_0001.HEIC")), 415, "unsupported_format")
+    assert text.startswith("HEIC/HEIF images are not supported")
+    assert ("AVIF images are not supported" in text) is ("AVIF" not in SUPPORTED_FORMATS)
+
+
+def test_a_phones_multi_picture_jpeg_is_reported_as_jpeg(client: FlaskClient) -> None:
+    buffer = io.BytesIO()
+    first, preview = Image.new("RGB", (320, 240), "teal"), Image.new("RGB", (160, 120), "teal")
+    first.save(buffer, format="MPO", save_all=True, append_images=[preview])
+    assert Image.open(io.BytesIO(buffer.getvalue())).format == "MPO"
+    response = upload(client, ("image", buffer.getvalue(), "IMG_0002.JPG"))
+    assert response.status_code == 200 and response.get_json()["image"]["format"] == "JPEG"
+
+
+def test_topk_in_the_query_string_counts_over_the_form_and_empty_means_the_default(client: FlaskClient, jpeg: bytes) -> None:
+    assert len(upload(client, ("image", jpeg, "a.jpg"), query="?topk=2", topk="4").get_json()["predictions"]) == 2
+    assert len(upload(client, ("image", jpeg, "a.jpg"), query="?topk=").get_json()["predictions"]) == 5
