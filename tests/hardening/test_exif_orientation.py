@@ -36,8 +36,8 @@ def distance(a: dict[int, float], b: dict[int, float]) -> float:
 
 
 @pytest.fixture(scope="module")
-def upright(photo: bytes) -> Image.Image:
-    return Image.open(io.BytesIO(photo)).convert("RGB")
+def upright(jpeg: bytes) -> Image.Image:
+    return Image.open(io.BytesIO(jpeg)).convert("RGB")
 
 
 @pytest.fixture(scope="module")
