@@ -24,6 +24,7 @@ bp = Blueprint("metrics", __name__)
 # Client-chosen text never becomes a label value unbounded: routes are URL rules, methods a fixed set.
 METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
 UNMATCHED = "unmatched"  # unknown paths and wrong methods
+UNPARSED = "unparsed"  # requests gunicorn refused before the app saw them (sync_worker.py)
 
 REQUESTS = Counter("classify_http_requests", "HTTP requests answered, by method, route and status.", ["method", "route", "status"])
 REQUEST_SECONDS = Histogram(
@@ -92,6 +93,10 @@ def _observe(response: Response) -> Response:
     for code in stats.rejected:
         IMAGES_REJECTED.labels(code).inc()
     return response
+
+
+def count_unparsed(status: int) -> None:
+    REQUESTS.labels("other", UNPARSED, str(status)).inc()
 
 
 def init_app(app: Flask) -> None:

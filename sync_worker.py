@@ -21,6 +21,7 @@ from typing import Any
 from gunicorn import util
 from gunicorn.workers import sync
 
+import request_id
 import settings
 from errors import INTERNAL_ERROR_MESSAGE
 from exposure import JSON_HEADERS, SECURITY_HEADERS
@@ -53,16 +54,40 @@ def _raise_header_timeout(signum: int, frame: object) -> None:
 _SECURITY_HEADER_LINES = "".join(f"{name}: {value}\r\n" for name, value in {**SECURITY_HEADERS, **JSON_HEADERS}.items())
 
 
+def _readable(mesg: str, limit: int = 300) -> str:
+    # gunicorn quotes what it could not parse as the repr() of bytes read as latin-1 ("ï¼\x93" for
+    # b"\xef\xbc\x93"): give every non-ASCII byte as a \xNN escape instead, and bound the length.
+    text = mesg.encode("latin-1", "replace").decode("ascii", "backslashreplace")
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def write_json_error(sock: Any, status_int: int, reason: str, mesg: str) -> None:
-    """Stands in for gunicorn.util.write_error: the same answer, as {"error": {code, message}}."""
+    """Stands in for gunicorn.util.write_error: the same answer, as {"error": {code, message}}, with a
+    request id, a JSON log line and a count in the metrics, like the app's own answers."""
     code = GUNICORN_CODES.get(status_int) or reason.lower().replace(" ", "_")
-    message = mesg or (INTERNAL_ERROR_MESSAGE if status_int >= 500 else reason)
+    message = _readable(mesg) or (INTERNAL_ERROR_MESSAGE if status_int >= 500 else reason)
     body = json.dumps({"error": {"code": code, "message": message}}).encode()
+    rid = request_id.choose(None)  # the request's own header was not read, or could not be
     head = (
         f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
-        f"{_SECURITY_HEADER_LINES}Content-Length: {len(body)}\r\n\r\n"
+        f"{_SECURITY_HEADER_LINES}{request_id.HEADER}: {rid}\r\nContent-Length: {len(body)}\r\n\r\n"
     )
     util.write_nonblock(sock, head.encode("latin-1") + body)
+    _account(sock, status_int, rid, len(body))
+
+
+def _account(sock: Any, status: int, rid: str, response_bytes: int) -> None:
+    # Imported here, in a worker: gunicorn loads this module in its master, before the metrics
+    # folder exists, and prometheus_client picks its storage when it is first imported.
+    import metrics
+    import request_log
+
+    try:
+        peer = sock.getpeername()[0]
+    except OSError:
+        peer = None
+    request_log.write_line(request_log.unparsed_record(status, rid, response_bytes, peer))
+    metrics.count_unparsed(status)
 
 
 # gunicorn's handle_error() computes the status and the message, then calls util.write_error.

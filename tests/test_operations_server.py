@@ -17,6 +17,7 @@ import requests
 
 from tests import service
 from tests.conftest import Photo
+from tests.hardening import wire
 from tests.prometheus_text import sample
 
 N = 16  # classify requests, sent 8 at a time so that both workers serve some
@@ -107,6 +108,25 @@ def test_a_request_without_an_id_gets_one_generated_in_header_and_log(server: se
         time.sleep(0.05)
     line = next(line for line in log_lines(server) if line["request_id"] == generated)
     assert (line["route"], line["path"], line["status"]) == (None, "/nowhere", 404)
+
+
+def test_a_request_gunicorn_refuses_is_answered_logged_and_counted_like_the_apps_own(server: service.Service) -> None:
+    # Non-ASCII bytes in the request line (curl sends them as typed): gunicorn refuses it before the app.
+    before = sample(scrape(server), "classify_http_requests_total", method="other", route="unparsed", status="400")
+    typed = "topk=\N{FULLWIDTH DIGIT THREE}"
+    answer = wire.exchange(server.url, f"POST /classify?{typed} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n".encode())
+    assert (answer.status, answer.error_code) == (400, "bad_request")
+    # The bytes sent, escaped, rather than read as latin-1 (which gave "ï¼" and a control character).
+    assert "topk=\\xef\\xbc\\x93" in answer.json()["error"]["message"]
+    generated = answer.headers["x-request-id"]
+    assert re.fullmatch(r"[0-9a-f]{32}", generated)
+    deadline = time.monotonic() + 5
+    while generated not in server.log() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    line = next(line for line in log_lines(server) if line["request_id"] == generated)
+    assert (line["method"], line["path"], line["status"]) == (None, None, 400)
+    after = sample(scrape(server), "classify_http_requests_total", method="other", route="unparsed", status="400")
+    assert after == before + 1
 
 
 def test_a_replaced_worker_keeps_its_counts_and_loses_its_live_gauges(
