@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import struct
 import zlib
 
@@ -12,6 +11,7 @@ from PIL import Image
 from errors import APIError
 from images import decode_image, to_rgb
 from tests.conftest import image_bytes
+from tests.hardening.corpus import animated, encode_oriented, palette_with_transparency, png_bomb
 
 LIMIT = 100_000_000
 
@@ -44,11 +44,7 @@ def test_transparent_pixels_become_white_not_black() -> None:
 
 
 def test_palette_transparency_is_composited_over_white() -> None:
-    image = Image.new("P", (8, 8), 0)
-    image.putpalette([0, 0, 0] + [255, 0, 0] * 255)
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG", transparency=0)
-    assert decode(buffer.getvalue()).getpixel((0, 0)) == (255, 255, 255)
+    assert decode(palette_with_transparency()).getpixel((0, 0)) == (255, 255, 255)
 
 
 def test_cmyk_is_converted_to_matching_rgb() -> None:
@@ -60,11 +56,7 @@ def test_exif_orientation_is_applied() -> None:
     # Stored 60 wide and 20 high, left half red, with "rotate 90 CW to display" (orientation 6).
     stored = Image.new("RGB", (60, 20), "blue")
     stored.paste((255, 0, 0), (0, 0, 30, 20))
-    exif = Image.Exif()
-    exif[0x0112] = 6
-    buffer = io.BytesIO()
-    stored.save(buffer, format="JPEG", exif=exif, quality=95)
-    decoded = decode_image(buffer.getvalue(), LIMIT)
+    decoded = decode_image(encode_oriented(stored, "JPEG", 6), LIMIT)
     assert (decoded.width, decoded.height) == (20, 60) == decoded.image.size
     top = decoded.image.getpixel((10, 5))
     assert isinstance(top, tuple)
@@ -72,11 +64,8 @@ def test_exif_orientation_is_applied() -> None:
 
 
 def test_animated_images_use_the_first_frame() -> None:
-    frames = [Image.new("RGB", (16, 16), colour) for colour in ((255, 0, 0), (0, 255, 0), (0, 0, 255))]
     for fmt in ("GIF", "WEBP", "PNG"):
-        buffer = io.BytesIO()
-        frames[0].save(buffer, format=fmt, save_all=True, append_images=frames[1:], duration=100, loop=0)
-        first = decode(buffer.getvalue()).getpixel((8, 8))
+        first = decode(animated(fmt)).getpixel((8, 8))  # red, green, blue frames: red first
         assert isinstance(first, tuple), fmt
         assert first[0] > 200 and first[1] < 60, fmt
 
@@ -107,7 +96,7 @@ def test_pixel_limit_is_checked_before_decoding() -> None:
 
 def test_decompression_bomb_is_refused_from_its_header() -> None:
     # A PNG declaring 30000x30000 pixels (900 million) in a file of a few kilobytes.
-    bomb = image_bytes("1", (30000, 30000), "PNG")
+    bomb = png_bomb()
     assert len(bomb) < 200_000
     with pytest.raises(APIError) as error:
         decode_image(bomb, LIMIT)

@@ -79,6 +79,14 @@ def encode(image: Image.Image, fmt: str, **save: object) -> bytes:
     return buffer.getvalue()
 
 
+def encode_oriented(image: Image.Image, fmt: str, orientation: int | None = None) -> bytes:
+    """Encoded with an EXIF block, holding `orientation` (tag 0x0112) when given; JPEG at quality 95."""
+    exif = Image.Exif()
+    if orientation:
+        exif[0x0112] = orientation
+    return encode(image, fmt, exif=exif, **({"quality": 95} if fmt == "JPEG" else {}))
+
+
 def noise(size: tuple[int, int], mode: str = "RGB") -> Image.Image:
     return Image.effect_noise(size, 60).convert(mode)
 
