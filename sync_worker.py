@@ -9,6 +9,9 @@ The request body has its own deadline, UPLOAD_TIMEOUT, in body_guard.py.
 
 Errors gunicorn answers before the app runs (a request line over 4094 bytes, a malformed header,
 a bad Content-Length) are written as the service's JSON error instead of gunicorn's HTML page.
+
+`Expect: 100-continue` is answered when the app first reads the body, not before the app runs, so
+a request refused from its headers alone gets the refusal instead, and its body is never sent.
 """
 
 from __future__ import annotations
@@ -93,8 +96,39 @@ def _account(sock: Any, status: int, rid: str, response_bytes: int) -> None:
 # gunicorn's handle_error() computes the status and the message, then calls util.write_error.
 util.write_error = write_json_error
 
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+class ContinueOnFirstRead:
+    """wsgi.input of a request sent with `Expect: 100-continue`: the 100 goes out when the app first
+    reads the body, never once its answer has begun. An answer from the headers alone (413 from
+    Content-Length, 401, 415) then spares the client sending a body nobody would read."""
+
+    def __init__(self, stream: Any, sock: Any) -> None:
+        self._stream = stream
+        self._sock = sock
+        self.state = "owed"  # then "sent", or "withheld" if the answer came first
+
+    def withhold(self) -> None:
+        if self.state == "owed":
+            self.state = "withheld"
+
+    def _body_coming(self) -> bool:
+        if self.state == "owed":
+            self._sock.sendall(CONTINUE)
+            self.state = "sent"
+        return self.state == "sent"
+
+    def read(self, size: int | None = -1) -> bytes:
+        return self._stream.read(size) if self._body_coming() else b""  # type: ignore[no-any-return]
+
+    def readline(self, size: int | None = -1) -> bytes:
+        return self._stream.readline(size) if self._body_coming() else b""  # type: ignore[no-any-return]
+
 
 class SyncWorker(sync.SyncWorker):
+    continue_owed = False  # the request being handled sent `Expect: 100-continue`
+
     def init_process(self) -> None:
         # Not settings.load(): that also reads API_KEYS_FILE, whose errors wsgi.py reports cleanly.
         self.header_timeout = {**settings.DEFAULTS, **settings.from_environment()}["HEADER_TIMEOUT"]
@@ -119,8 +153,27 @@ class SyncWorker(sync.SyncWorker):
             signal.setitimer(signal.ITIMER_REAL, 0)
             signal.signal(signal.SIGALRM, previous)
 
+    def load_wsgi(self) -> None:
+        super().load_wsgi()
+        app: Any = self.wsgi  # type: ignore[has-type]
+
+        def continue_when_read(environ: dict[str, Any], start_response: Any) -> Any:
+            if not self.continue_owed:
+                return app(environ, start_response)
+            environ["wsgi.input"] = body = ContinueOnFirstRead(environ["wsgi.input"], environ["gunicorn.socket"])
+
+            def answer_begins(*args: Any) -> Any:
+                body.withhold()
+                return start_response(*args)
+
+            return app(environ, answer_begins)
+
+        self.wsgi = continue_when_read
+
     def handle_request(self, listener: Any, req: Any, client: Any, addr: Any) -> None:
         signal.setitimer(signal.ITIMER_REAL, 0)  # the headers are in; the body has UPLOAD_TIMEOUT
+        # gunicorn would send "100 Continue" before the app runs; continue_when_read sends it later, if at all.
+        self.continue_owed, req._expected_100_continue = req._expected_100_continue, False
         super().handle_request(listener, req, client, addr)
 
     def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import socket
+import time
+
 import pytest
 
 from body_guard import DRAIN_MIN_BYTES
@@ -11,7 +14,7 @@ from tests import service
 from tests.hardening.answers import assert_json_answer
 from tests.hardening.conftest import API_KEY, TIMEOUTS
 from tests.hardening.corpus import MAX_BYTES, chunked, request_head, short_body_request
-from tests.hardening.wire import build, exchange, with_header
+from tests.hardening.wire import Answer, address, build, exchange, parse, read_to_close, with_header
 
 pytestmark = pytest.mark.usefixtures("watch_workers")
 DEADLINE = float(TIMEOUTS["UPLOAD_TIMEOUT"])
@@ -55,6 +58,47 @@ def test_a_body_far_over_the_limit_is_refused_unread_and_the_413_still_arrives(l
 def test_an_unauthorized_upload_is_answered_401_after_the_client_finished_sending(live: service.Service, jpeg: bytes) -> None:
     answer = exchange(live.url, build("POST", "/classify", {"Content-Type": "image/jpeg"}, jpeg * 5))
     assert answer.send_error is None and answer.status == 401
+
+
+def expect_continue(url: str, request: bytes, body: bytes) -> tuple[bytes, Answer, float]:
+    """Send the head of `request` (whose body is `body`) with `Expect: 100-continue`, and the body
+    only after a 100, as curl does for large uploads: (the server's first bytes, its answer, seconds)."""
+    head = with_header(request[: len(request) - len(body)], "Expect", "100-continue")
+    started = time.monotonic()
+    with socket.create_connection(address(url), timeout=30) as sock:
+        sock.sendall(head)
+        received = sock.recv(65536)
+        if received.startswith(b"HTTP/1.1 100"):
+            sock.sendall(body)
+        received += read_to_close(sock)
+    answer = parse(received.removeprefix(b"HTTP/1.1 100 Continue\r\n\r\n"))
+    return received, answer, time.monotonic() - started
+
+
+def test_with_expect_100_continue_a_photo_is_sent_after_the_100_and_classified(live: service.Service, jpeg: bytes) -> None:
+    first, answer, _ = expect_continue(live.url, keyed(build("POST", "/classify", {"Content-Type": "image/jpeg"}, jpeg)), jpeg)
+    assert first.startswith(b"HTTP/1.1 100 Continue\r\n\r\n")
+    assert_json_answer(answer.status or 0, answer.headers, answer.body, 200, None)
+
+
+@pytest.mark.parametrize(
+    ("key", "headers", "status"),
+    [
+        (True, {"Content-Type": "image/jpeg"}, 413),  # refused from its Content-Length
+        (False, {"Content-Type": "image/jpeg"}, 401),  # no key
+        (True, {"Content-Type": "application/json"}, 415),
+    ],
+    ids=["over the limit", "no key", "wrong content type"],
+)
+def test_with_expect_100_continue_a_refusal_from_the_headers_comes_instead_of_the_100(
+    live: service.Service, key: bool, headers: dict[str, str], status: int
+) -> None:
+    body = b"\xff" * (4 * MAX_BYTES)
+    request = build("POST", "/classify", headers, body)
+    first, answer, seconds = expect_continue(live.url, keyed(request) if key else request, body)
+    assert not first.startswith(b"HTTP/1.1 100")  # the client is spared sending the body
+    assert answer.status == status
+    assert seconds < DEADLINE  # and the worker did not wait for a body that will not come
 
 
 def test_a_body_shorter_than_its_content_length_is_a_400(live: service.Service, jpeg: bytes) -> None:
