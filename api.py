@@ -70,7 +70,7 @@ def _note(uploads: list[Upload], decoded: list[DecodedImage | APIError], inferen
     stats.inference_seconds = inference_seconds
 
 
-@bp.post("/classify")
+@bp.post("/classify", strict_slashes=False)  # /classify/ too: a slip that should not be a 404
 def classify() -> Response | tuple[Response, int]:
     with cpu_budget.in_flight():
         return _classify()

@@ -11,7 +11,8 @@ from PIL import Image
 from app import create_app
 from images import SUPPORTED_FORMATS
 from tests.conftest import image_bytes
-from tests.test_api import assert_error, upload
+from tests.hardening.answers import assert_error
+from tests.test_api import upload
 
 
 def message(response, status: int, code: str) -> str:
@@ -91,3 +92,8 @@ def test_a_phones_multi_picture_jpeg_is_reported_as_jpeg(client: FlaskClient) ->
 def test_topk_in_the_query_string_counts_over_the_form_and_empty_means_the_default(client: FlaskClient, jpeg: bytes) -> None:
     assert len(upload(client, ("image", jpeg, "a.jpg"), query="?topk=2", topk="4").get_json()["predictions"]) == 2
     assert len(upload(client, ("image", jpeg, "a.jpg"), query="?topk=").get_json()["predictions"]) == 5
+
+
+def test_a_trailing_slash_on_classify_is_forgiven(client: FlaskClient, jpeg: bytes) -> None:
+    response = client.post("/classify/", data={"image": (io.BytesIO(jpeg), "a.jpg")}, content_type="multipart/form-data")
+    assert response.status_code == 200 and response.get_json()["predictions"]
