@@ -13,6 +13,7 @@ from flask.testing import FlaskClient
 
 from app import create_app
 from tests.conftest import Photo, image_bytes
+from tests.hardening.answers import assert_error
 
 
 def upload(client: FlaskClient, *files: tuple[str, bytes, str], query: str = "", **form: str):
@@ -20,14 +21,6 @@ def upload(client: FlaskClient, *files: tuple[str, bytes, str], query: str = "",
     for field, content, name in files:
         data.setdefault(field, []).append((io.BytesIO(content), name))
     return client.post(f"/classify{query}", data=data, content_type="multipart/form-data")
-
-
-def assert_error(response, status: int, code: str) -> None:
-    assert response.status_code == status, response.get_data(as_text=True)
-    assert response.is_json
-    body = response.get_json()
-    assert body["error"]["code"] == code
-    assert isinstance(body["error"]["message"], str) and body["error"]["message"]
 
 
 def test_multipart_upload_answers_top5_predictions(client: FlaskClient, jpeg: bytes) -> None:

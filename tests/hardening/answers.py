@@ -6,6 +6,7 @@ import json
 from collections.abc import Mapping
 
 from werkzeug.datastructures import Headers
+from werkzeug.test import TestResponse
 
 # Signs of a stack trace or of the server's own files leaking into a response.
 LEAKS = ("Traceback", 'File "', ".py", "/work/", "/usr/lib", "site-packages", "werkzeug", "gunicorn/")
@@ -32,3 +33,8 @@ def assert_json_answer(
         assert document["error"]["code"] == expected_code, document
         assert isinstance(document["error"]["message"], str) and document["error"]["message"]
         assert_no_internals(body)
+
+
+def assert_error(response: TestResponse, status: int, code: str) -> None:
+    """A test client's error answer: all that assert_json_answer checks, with this status and code."""
+    assert_json_answer(response.status_code, response.headers, response.get_data(), status, code)
