@@ -100,7 +100,8 @@ def test_decompression_bomb_is_refused_from_its_header() -> None:
     assert len(bomb) < 200_000
     with pytest.raises(APIError) as error:
         decode_image(bomb, LIMIT)
-    assert error.value.status == 413
+    assert (error.value.status, error.value.code) == (413, "image_too_large")
+    assert "30000x30000" in error.value.message  # the answer says how large, however large
 
 
 @pytest.mark.parametrize(
