@@ -18,8 +18,8 @@ from flask.testing import FlaskClient
 from PIL import Image
 
 from app import create_app
+from tests.service import REPO
 
-REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("SHARED_DIR", REPO.parent / "shared"))
 SAMPLES = SHARED / "images" / "imagenet-samples"
 

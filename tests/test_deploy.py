@@ -13,7 +13,8 @@ import pytest
 import yaml
 from flask import Flask
 
-REPO = Path(__file__).resolve().parent.parent
+from tests.service import REPO
+
 MANIFESTS = sorted((REPO / "deploy" / "k8s").glob("*.yaml"))
 VALIDATE = Path(sys.executable).parent / "kubernetes-validate"
 

@@ -12,8 +12,8 @@ import pytest
 
 from tests import service
 from tests.conftest import Photo
+from tests.service import REPO
 
-REPO = Path(__file__).resolve().parents[2]
 COLLECTION = REPO / "postman" / "classify.postman_collection.json"
 NEWMAN = REPO / "node_modules" / ".bin" / "newman"
 
