@@ -65,31 +65,34 @@ class Upload:
 
 def _multipart_uploads(request: Request) -> list[Upload]:
     uploads = []
-    files = list(request.files.items(multi=True))
-    if ignored := sorted({field for field, storage in files if field not in IMAGE_FIELDS and storage.filename}):
-        # Rather than classify some of what was sent and say nothing of the rest.
-        raise APIError(
-            400, "unexpected_field", f"Files were sent in the field(s) {', '.join(map(repr, ignored))}, which are not read. {HOW_TO_SEND}"
-        )
-    for field, storage in files:
+    for field, storage in request.files.items(multi=True):
         if field not in IMAGE_FIELDS:
-            continue  # an empty file input in another field (refused above if not empty)
+            continue
         data = storage.read()
         if not data and not storage.filename:
             continue  # a browser form's file input left empty
         uploads.append(Upload(storage.filename or None, data))
     if not uploads:
-        if as_text := [field for field in IMAGE_FIELDS if field in request.form]:
-            raise APIError(
-                400,
-                "missing_image",
-                f"The field '{as_text[0]}' arrived as text, not as a file (its part has no filename). "
-                f"With curl, put an @ before the path: -F {as_text[0]}=@photo.jpg.",
-            )
-        fields = sorted(set(request.files) | set(request.form))
-        got = f" The request had the fields: {', '.join(fields)}." if fields else " The request had no file in it."
-        raise APIError(400, "missing_image", f"No image was uploaded.{got} {HOW_TO_SEND}")
+        raise _no_image(request)
+    if ignored := sorted({field for field, storage in request.files.items(multi=True) if field not in IMAGE_FIELDS and storage.filename}):
+        # Rather than classify some of what was sent and say nothing of the rest.
+        names = ", ".join(map(repr, ignored))
+        raise APIError(400, "unexpected_field", f"Files were also sent in the field(s) {names}, which are not read. {HOW_TO_SEND}")
     return uploads
+
+
+def _no_image(request: Request) -> APIError:
+    """What to say to a form with no image in it: what it had instead."""
+    if as_text := [field for field in IMAGE_FIELDS if field in request.form]:
+        return APIError(
+            400,
+            "missing_image",
+            f"The field '{as_text[0]}' arrived as text, not as a file (its part has no filename). "
+            f"With curl, put an @ before the path: -F {as_text[0]}=@photo.jpg.",
+        )
+    fields = sorted(set(request.files) | set(request.form))
+    got = f" The request had the fields: {', '.join(fields)}." if fields else " The request had no file in it."
+    return APIError(400, "missing_image", f"No image was uploaded.{got} {HOW_TO_SEND}")
 
 
 def _looks_like_multipart(data: bytes) -> bool:
