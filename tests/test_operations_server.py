@@ -40,6 +40,15 @@ def log_lines(server: service.Service) -> list[dict[str, Any]]:
     return [json.loads(line) for line in server.log().splitlines() if line.startswith("{")]
 
 
+def generated_id_line(server: service.Service, generated: str) -> dict[str, Any]:
+    """The log line of a request whose id the service made up (32 hex digits), once it is written."""
+    assert re.fullmatch(r"[0-9a-f]{32}", generated)
+    deadline = time.monotonic() + 5
+    while generated not in server.log() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return next(line for line in log_lines(server) if line["request_id"] == generated)
+
+
 def scrape(server: service.Service) -> str:
     response = requests.get(f"{server.url}/metrics", timeout=30)
     assert response.status_code == 200
@@ -101,12 +110,7 @@ def test_each_request_is_one_json_log_line_with_its_id(server: service.Service, 
 def test_a_request_without_an_id_gets_one_generated_in_header_and_log(server: service.Service) -> None:
     response = requests.get(f"{server.url}/nowhere", timeout=30)
     assert response.status_code == 404
-    generated = response.headers["X-Request-ID"]
-    assert re.fullmatch(r"[0-9a-f]{32}", generated)
-    deadline = time.monotonic() + 5
-    while generated not in server.log() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    line = next(line for line in log_lines(server) if line["request_id"] == generated)
+    line = generated_id_line(server, response.headers["X-Request-ID"])
     assert (line["route"], line["path"], line["status"]) == (None, "/nowhere", 404)
 
 
@@ -118,12 +122,7 @@ def test_a_request_gunicorn_refuses_is_answered_logged_and_counted_like_the_apps
     assert (answer.status, answer.error_code) == (400, "bad_request")
     # The bytes sent, escaped, rather than read as latin-1 (which gave "ï¼" and a control character).
     assert "topk=\\xef\\xbc\\x93" in answer.json()["error"]["message"]
-    generated = answer.headers["x-request-id"]
-    assert re.fullmatch(r"[0-9a-f]{32}", generated)
-    deadline = time.monotonic() + 5
-    while generated not in server.log() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    line = next(line for line in log_lines(server) if line["request_id"] == generated)
+    line = generated_id_line(server, answer.headers["x-request-id"])
     assert (line["method"], line["path"], line["status"]) == (None, None, 400)
     after = sample(scrape(server), "classify_http_requests_total", method="other", route="unparsed", status="400")
     assert after == before + 1
