@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import io
+import re
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -12,9 +14,9 @@ from PIL import Image, ImageOps, features
 
 from errors import APIError
 
-# Our own pixel limit (MAX_IMAGE_PIXELS) is checked from the header, before decoding, and its
-# answer names the size; Pillow's fixed one would refuse the largest images without saying it.
-Image.MAX_IMAGE_PIXELS = None
+# Pillow warns above its pixel limit and refuses above twice it; we set its limit to ours on each
+# decode (see _open). The warning is noise: our own check, from the header, answers with the size.
+warnings.simplefilter("ignore", Image.DecompressionBombWarning)
 # A client's broken EXIF block is ignored (see _apply_orientation); Pillow's warning would be noise.
 warnings.filterwarnings("ignore", message="Corrupt EXIF data", category=UserWarning)
 
@@ -84,9 +86,26 @@ def _other_known_format(data: bytes) -> APIError | None:
     return None
 
 
-def _open(data: bytes) -> Image.Image:
+@contextlib.contextmanager
+def _pillow_limit(max_pixels: int) -> Iterator[None]:
+    """Pillow's own check must stay on: Image.open already allocates for some formats (a GIF's first
+    frame) before our check can run. Tied to our limit while we decode, so that it never refuses
+    what we serve; put back after, for any other code in the process."""
+    previous, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, max_pixels
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = previous
+
+
+def _open(data: bytes, max_pixels: int) -> Image.Image:
     try:
         return Image.open(io.BytesIO(data), formats=SUPPORTED_FORMATS)
+    except Image.DecompressionBombError as error:
+        # Over twice the limit: Pillow says how many pixels; we have no width and height yet.
+        found = re.search(r"\((\d+) pixels\)", str(error))
+        size = f"{int(found.group(1)):,} pixels; " if found else ""
+        raise APIError(413, "image_too_large", f"The image has too many pixels ({size}the limit is {max_pixels:,}).") from None
     except Exception:
         raise _sniff_unsupported(data) or APIError(
             415, "invalid_image", f"The upload is not an image in a supported format ({SUPPORTED_NAMES})."
@@ -141,7 +160,12 @@ def decode_image(data: bytes, max_pixels: int, min_side: int | None = None) -> D
     """Decode an upload held in memory. With min_side, JPEGs may decode at reduced scale."""
     if not data:
         raise APIError(400, "empty_file", "The uploaded file is empty.")
-    image = _open(data)
+    with _pillow_limit(max_pixels):
+        return _decode(data, max_pixels, min_side)
+
+
+def _decode(data: bytes, max_pixels: int, min_side: int | None) -> DecodedImage:
+    image = _open(data, max_pixels)
     width, height = image.size
     _check_dimensions(width, height, max_pixels)
     fmt = JPEG_LIKE.get(image.format or "", image.format) or "unknown"
@@ -150,6 +174,8 @@ def decode_image(data: bytes, max_pixels: int, min_side: int | None = None) -> D
             _draft(image, min_side)
         image.seek(0)  # animated or multi-page: the first frame
         image.load()
+    except Image.DecompressionBombError:  # a later frame or tile over the limit
+        raise APIError(413, "image_too_large", f"The image has too many pixels (the limit is {max_pixels:,}).") from None
     except Exception:  # any decoder failure on client bytes is the client's broken file
         raise APIError(415, "invalid_image", f"The {fmt} image could not be decoded: it is truncated or corrupt.") from None
     decoded_size = image.size

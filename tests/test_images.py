@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import struct
+import subprocess
+import sys
 import zlib
 
 import pytest
@@ -11,7 +13,8 @@ from PIL import Image
 from errors import APIError
 from images import decode_image, to_rgb
 from tests.conftest import image_bytes
-from tests.hardening.corpus import animated, encode_oriented, palette_with_transparency, png_bomb
+from tests.hardening.corpus import animated, encode_oriented, gif_bomb, palette_with_transparency, png_bomb
+from tests.service import REPO
 
 LIMIT = 100_000_000
 
@@ -101,7 +104,22 @@ def test_decompression_bomb_is_refused_from_its_header() -> None:
     with pytest.raises(APIError) as error:
         decode_image(bomb, LIMIT)
     assert (error.value.status, error.value.code) == (413, "image_too_large")
-    assert "30000x30000" in error.value.message  # the answer says how large, however large
+    assert "900,000,000 pixels" in error.value.message  # the answer says how large, however large
+
+
+def test_a_tiny_gif_announcing_a_huge_frame_is_refused_without_allocating_it() -> None:
+    # Pillow allocates a GIF's first frame while opening it, before our own check can run: only
+    # Pillow's limit, kept on, stops a 43-byte upload from taking 4 GB of a worker's memory.
+    script = (  # VmHWM, not ru_maxrss: that one keeps the peak of the process that forked it
+        "import re, sys; from images import decode_image; from errors import APIError\n"
+        "try:\n    decode_image(sys.stdin.buffer.read(), 100_000_000)\n"
+        "except APIError as error:\n    print(error.status, error.code)\n"
+        "print(int(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1)) // 1024)"
+    )
+    result = subprocess.run([sys.executable, "-c", script], input=gif_bomb(), capture_output=True, cwd=REPO, timeout=120, check=True)
+    answer, peak_mb = result.stdout.decode().split("\n")[:2]
+    assert answer == "413 image_too_large"
+    assert int(peak_mb) < 300, f"{peak_mb} MB at its peak"
 
 
 @pytest.mark.parametrize(

@@ -111,6 +111,15 @@ def png_bomb() -> bytes:
     return image_bytes("1", (30000, 30000), "PNG")
 
 
+def gif_bomb(side: int = 65535) -> bytes:
+    """43 bytes: a GIF whose first frame is side x side, disposed to the background. Opening it makes
+    Pillow allocate that frame (4 GB at 65535) unless its own pixel limit stops it first."""
+    screen = b"GIF89a" + struct.pack("<HHBBB", side, side, 0x80, 0, 0) + b"\x00\x00\x00\xff\xff\xff"
+    disposal = b"\x21\xf9\x04" + bytes([2 << 2]) + b"\x00\x00\x00\x00"
+    frame = b"\x2c" + struct.pack("<HHHHB", 0, 0, side, side, 0) + b"\x02\x02\x4c\x01\x00"
+    return screen + disposal + frame + b"\x3b"
+
+
 def palette_with_transparency() -> bytes:
     image = Image.new("P", (32, 32), 0)
     image.putpalette([0, 0, 0] + [255, 0, 0] * 255)
@@ -171,6 +180,7 @@ def cases(photo: bytes) -> list[Case]:
         avif_case(),
         # sizes
         raw_case("decompression bomb PNG 30000x30000", 413, "image_too_large", png_bomb(), "image/png"),
+        raw_case("decompression bomb GIF 65535x65535 in 43 bytes", 413, "image_too_large", gif_bomb(), "image/gif"),
         raw_case("GIF declaring 65535x65535", 413, "image_too_large", gif_with_huge_screen(), "image/gif"),
         raw_case("10000x10 strip", 415, "unsupported_dimensions", image_bytes("L", (10000, 10), "PNG"), "image/png"),
         raw_case("1x1 image", 200, None, image_bytes("RGB", (1, 1), "PNG"), "image/png"),
