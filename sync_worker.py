@@ -11,13 +11,15 @@ Errors gunicorn answers before the app runs (a request line over 4094 bytes, a m
 a bad Content-Length) are written as the service's JSON error instead of gunicorn's HTML page.
 
 `Expect: 100-continue` is answered when the app first reads the body, not before the app runs, so
-a request refused from its headers alone gets the refusal instead, and its body is never sent.
+a request refused from its headers alone gets the refusal instead, and a client that waits for
+the 100 never sends its body.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import select
 import signal
 from typing import Any
 
@@ -97,17 +99,21 @@ def _account(sock: Any, status: int, rid: str, response_bytes: int) -> None:
 util.write_error = write_json_error
 
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+# After an answer that withheld the 100: how long to wait for body bytes from a client that sends
+# anyway (some do not wait for the 100, or stop waiting) before taking it that none will come.
+SENT_ANYWAY_GRACE = 1.0
 
 
 class ContinueOnFirstRead:
     """wsgi.input of a request sent with `Expect: 100-continue`: the 100 goes out when the app first
     reads the body, never once its answer has begun. An answer from the headers alone (413 from
-    Content-Length, 401, 415) then spares the client sending a body nobody would read."""
+    Content-Length, 401, 415) then spares the client sending a body nobody would read; a client
+    that sends it anyway is still drained (body_guard.py), so that it can read the answer."""
 
     def __init__(self, stream: Any, sock: Any) -> None:
         self._stream = stream
         self._sock = sock
-        self.state = "owed"  # then "sent", or "withheld" if the answer came first
+        self.state = "owed"  # then "sent"; or "withheld" if the answer came first, then "sent anyway"
 
     def withhold(self) -> None:
         if self.state == "owed":
@@ -117,7 +123,9 @@ class ContinueOnFirstRead:
         if self.state == "owed":
             self._sock.sendall(CONTINUE)
             self.state = "sent"
-        return self.state == "sent"
+        elif self.state == "withheld" and select.select([self._sock], [], [], SENT_ANYWAY_GRACE)[0]:
+            self.state = "sent anyway"
+        return self.state in {"sent", "sent anyway"}
 
     def read(self, size: int | None = -1) -> bytes:
         return self._stream.read(size) if self._body_coming() else b""  # type: ignore[no-any-return]
