@@ -76,8 +76,7 @@ def _multipart_uploads(request: Request) -> list[Upload]:
         raise _no_image(request)
     if ignored := sorted({field for field, storage in request.files.items(multi=True) if field not in IMAGE_FIELDS and storage.filename}):
         # Rather than classify some of what was sent and say nothing of the rest.
-        names = ", ".join(map(repr, ignored))
-        raise APIError(400, "unexpected_field", f"Files were also sent in the field(s) {names}, which are not read. {HOW_TO_SEND}")
+        raise APIError(400, "unexpected_field", f"Files were also sent in {_field_list(ignored)}, which are not read. {HOW_TO_SEND}")
     return uploads
 
 
@@ -91,8 +90,15 @@ def _no_image(request: Request) -> APIError:
             f"With curl, put an @ before the path: -F {as_text[0]}=@photo.jpg.",
         )
     fields = sorted(set(request.files) | set(request.form))
-    got = f" The request had the fields: {', '.join(fields)}." if fields else " The request had no file in it."
+    got = f" The request had {_field_list(fields)}." if fields else " The request had no file in it."
     return APIError(400, "missing_image", f"No image was uploaded.{got} {HOW_TO_SEND}")
+
+
+def _field_list(names: list[str], most: int = 5, longest: int = 40) -> str:
+    """Field names for a message: the client's text, so bounded in count and length."""
+    shown = ", ".join(repr(name if len(name) <= longest else name[:longest] + "...") for name in names[:most])
+    more = f" and {len(names) - most} more" if len(names) > most else ""
+    return f"the field{'s' if len(names) > 1 else ''} {shown}{more}"
 
 
 def _looks_like_multipart(data: bytes) -> bool:

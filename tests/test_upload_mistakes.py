@@ -48,6 +48,16 @@ def test_files_in_other_fields_are_refused_rather_than_left_out(client: FlaskCli
     assert "'photo'" in message(response, 400, "unexpected_field")
 
 
+def test_field_names_quoted_back_are_bounded_in_number_and_length(client: FlaskClient, jpeg: bytes) -> None:
+    names = [f"{n:03d}" + "x" * 800 for n in range(300)]
+    for files in ([], [("image", "a.jpg", jpeg)]):  # no image: missing_image; beside one: unexpected_field
+        body, content_type = multipart(files + [(name, "b.jpg", b"...") for name in names])
+        response = client.post("/classify", data=body, content_type=content_type)
+        text = response.get_json()["error"]["message"]
+        assert response.status_code == 400 and len(text) < 1000
+        assert "'000xxx" in text and "and 295 more" in text
+
+
 def test_an_empty_file_input_in_another_field_is_ignored(client: FlaskClient, jpeg: bytes) -> None:
     # What a browser form sends for a file input nobody filled.
     body, content_type = multipart([("image", "a.jpg", jpeg), ("attachment", "", b"")])
