@@ -46,8 +46,8 @@ class InMemoryRequest(Request):
         except ValueError:
             raise APIError(400, "malformed_multipart", f"The multipart body could not be read: {MULTIPART_HINT}") from None
         except RequestEntityTooLarge:
-            if self.content_length is not None and self.max_content_length is not None and self.content_length > self.max_content_length:
-                raise  # the body itself is too large: errors.py says so, with the limit
+            if self.content_length is None or (self.max_content_length is not None and self.content_length > self.max_content_length):
+                raise  # the body itself is too large (or, streamed, may be): errors.py says so, with the limit
             # A body within the limit: werkzeug counted the form's parts or its text fields.
             raise APIError(
                 413,
