@@ -8,10 +8,11 @@ import ctypes.util
 import functools
 import hashlib
 import importlib
-import importlib.util
 import logging
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from importlib.machinery import ModuleSpec
 from pathlib import Path
 from typing import Any
 
@@ -258,14 +259,28 @@ def _import_factory(target: str) -> Callable[[], Any]:
 
 
 def _find_factory_module(target: str) -> None:
-    """A misspelt MODEL_FACTORY module, found without running the module's code."""
+    """A misspelt MODEL_FACTORY module, looked up by the import system's finders without running any
+    of its code (importlib.util.find_spec would import the parent packages)."""
     module_name, _ = _factory_parts(target)
-    try:
-        found = importlib.util.find_spec(module_name) is not None
-    except (ImportError, ValueError) as exc:  # a parent package is missing or broken
-        raise ModelLoadError(f"MODEL_FACTORY={target!r} could not be imported ({exc}).") from None
-    if not found:
-        raise ModelLoadError(f"MODEL_FACTORY={target!r} could not be imported (no module named {module_name!r}).")
+    parts = module_name.split(".")
+    search: list[str] | None = None  # sys.path for the top-level name, then each package's folders
+    for depth in range(1, len(parts) + 1):
+        name = ".".join(parts[:depth])
+        spec = _find_spec(target, name, search)
+        if spec is None:
+            raise ModelLoadError(f"MODEL_FACTORY={target!r} could not be imported (no module named {name!r}).")
+        search = list(spec.submodule_search_locations or [])
+
+
+def _find_spec(target: str, name: str, search: list[str] | None) -> ModuleSpec | None:
+    for finder in sys.meta_path:
+        try:
+            spec = finder.find_spec(name, search)
+        except Exception as exc:
+            raise ModelLoadError(f"MODEL_FACTORY={target!r} could not be looked up ({type(exc).__name__}: {exc}).") from None
+        if spec is not None:
+            return spec
+    return None
 
 
 def _from_factory(spec: ModelSpec, labels: list[str]) -> Classifier:

@@ -169,8 +169,14 @@ def test_the_master_finds_a_misspelt_factory_module_without_running_user_code(ta
         model.preload(ModelSpec(factory=target))
 
 
-def test_the_master_does_not_import_the_factory_module(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Its import may build a model, i.e. run torch compute, which the forked workers would hang on.
-    monkeypatch.delitem(sys.modules, "tests.efficientnet_lite", raising=False)
-    model.preload(ModelSpec(factory="tests.efficientnet_lite:build"))
-    assert "tests.efficientnet_lite" not in sys.modules
+def test_the_master_runs_no_code_of_the_factory_module_or_its_packages(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # An import may build a model, i.e. run torch compute, which the forked workers would hang on.
+    package = tmp_path / "userpkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("raise RuntimeError('the master ran this')\n")
+    (package / "models.py").write_text("raise RuntimeError('the master ran this')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    model.preload(ModelSpec(factory="userpkg.models:build"))
+    assert "userpkg" not in sys.modules and "userpkg.models" not in sys.modules
+    with pytest.raises(ModelLoadError, match=r"no module named 'userpkg\.other'"):
+        model.preload(ModelSpec(factory="userpkg.other:build"))
