@@ -25,6 +25,7 @@ bp = Blueprint("metrics", __name__)
 METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
 UNMATCHED = "unmatched"  # unknown paths and wrong methods
 UNPARSED = "unparsed"  # requests gunicorn refused before the app saw them (sync_worker.py)
+ABORTED = "aborted"  # requests the app began but did not answer, so gunicorn did: a worker timeout
 
 REQUESTS = Counter("classify_http_requests", "HTTP requests answered, by method, route and status.", ["method", "route", "status"])
 REQUEST_SECONDS = Histogram(
@@ -95,8 +96,10 @@ def _observe(response: Response) -> Response:
     return response
 
 
-def count_unparsed(status: int) -> None:
-    REQUESTS.labels("other", UNPARSED, str(status)).inc()
+def count_server_answer(status: int, method: str | None) -> None:
+    """An answer gunicorn wrote itself (sync_worker.py); `method` as far as it parsed the request."""
+    route = ABORTED if method is not None and status >= 500 else UNPARSED
+    REQUESTS.labels(method if method in METHODS else "other", route, str(status)).inc()
 
 
 def init_app(app: Flask) -> None:

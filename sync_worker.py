@@ -78,21 +78,25 @@ def write_json_error(sock: Any, status_int: int, reason: str, mesg: str) -> None
         f"{_SECURITY_HEADER_LINES}{request_id.HEADER}: {rid}\r\nContent-Length: {len(body)}\r\n\r\n"
     )
     util.write_nonblock(sock, head.encode("latin-1") + body)
-    _account(sock, status_int, rid, len(body))
+    _account(status_int, rid, len(body))
 
 
-def _account(sock: Any, status: int, rid: str, response_bytes: int) -> None:
+# The request SyncWorker.handle_error is answering, for write_json_error, which gunicorn gives only
+# the socket: a sync worker answers one request at a time.
+_answering: dict[str, Any] = {}
+
+
+def _account(status: int, rid: str, response_bytes: int) -> None:
     # Imported here, in a worker: gunicorn loads this module in its master, before the metrics
     # folder exists, and prometheus_client picks its storage when it is first imported.
     import metrics
     import request_log
 
-    try:
-        peer = sock.getpeername()[0]
-    except OSError:
-        peer = None
-    request_log.write_line(request_log.unparsed_record(status, rid, response_bytes, peer))
-    metrics.count_unparsed(status)
+    req, addr = _answering.get("req"), _answering.get("addr")
+    method, path = getattr(req, "method", None), getattr(req, "path", None)
+    peer = addr[0] if isinstance(addr, tuple) and addr and isinstance(addr[0], str) else None
+    request_log.write_line(request_log.server_record(status, rid, response_bytes, peer, method, path))
+    metrics.count_server_answer(status, method)
 
 
 # gunicorn's handle_error() computes the status and the message, then calls util.write_error.
@@ -186,6 +190,13 @@ class SyncWorker(sync.SyncWorker):
 
     def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
         signal.setitimer(signal.ITIMER_REAL, 0)  # not while gunicorn answers and lingers
+        _answering.update(req=req or getattr(exc, "req", None), addr=addr)
+        try:
+            self._answer_error(req, client, addr, exc)
+        finally:
+            _answering.clear()
+
+    def _answer_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
         if isinstance(exc, HeaderTimeout):
             self.log.warning("Request headers from ip=%s did not arrive within %ss", (addr or ("",))[0], self.header_timeout)
             try:

@@ -123,7 +123,7 @@ def test_a_request_gunicorn_refuses_is_answered_logged_and_counted_like_the_apps
     # The bytes sent, escaped, rather than read as latin-1 (which gave "ï¼" and a control character).
     assert "topk=\\xef\\xbc\\x93" in answer.json()["error"]["message"]
     line = generated_id_line(server, answer.headers["x-request-id"])
-    assert (line["method"], line["path"], line["status"]) == (None, None, 400)
+    assert (line["method"], line["path"], line["status"], line["remote_addr"]) == (None, None, 400, "127.0.0.1")
     after = sample(scrape(server), "classify_http_requests_total", method="other", route="unparsed", status="400")
     assert after == before + 1
 
