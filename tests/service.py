@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -12,6 +13,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import requests
 
@@ -32,6 +34,10 @@ class Service:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def log_lines(self) -> list[dict[str, Any]]:
+        """The service's own JSON lines, one per request (request_log.py); gunicorn's are plain text."""
+        return [json.loads(line) for line in self.log().splitlines() if line.startswith("{")]
 
     def master_pid(self) -> int:
         found = re.search(r"Listening at: \S+ \((\d+)\)", self.log())

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
@@ -36,17 +35,13 @@ def metrics_folder(server: service.Service) -> Path:
     return Path(re.search(r"Metrics folder: (\S+)", server.log()).group(1))  # type: ignore[union-attr]
 
 
-def log_lines(server: service.Service) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in server.log().splitlines() if line.startswith("{")]
-
-
 def generated_id_line(server: service.Service, generated: str) -> dict[str, Any]:
     """The log line of a request whose id the service made up (32 hex digits), once it is written."""
     assert re.fullmatch(r"[0-9a-f]{32}", generated)
     deadline = time.monotonic() + 5
     while generated not in server.log() and time.monotonic() < deadline:
         time.sleep(0.05)
-    return next(line for line in log_lines(server) if line["request_id"] == generated)
+    return next(line for line in server.log_lines() if line["request_id"] == generated)
 
 
 def scrape(server: service.Service) -> str:
@@ -74,7 +69,7 @@ def classified(server: service.Service, photos: list[Photo]) -> list[requests.Re
 
 
 def test_both_workers_served_the_requests(server: service.Service, classified: list[requests.Response]) -> None:
-    pids = {line["pid"] for line in log_lines(server) if line["route"] == "/classify"}
+    pids = {line["pid"] for line in server.log_lines() if line["route"] == "/classify"}
     assert len(pids) == 2
 
 
@@ -101,7 +96,7 @@ def test_each_request_is_one_json_log_line_with_its_id(server: service.Service, 
     for number, response in enumerate(classified):
         assert response.headers["X-Request-ID"] == f"ops-test-{number}"
         assert log.count(f'"ops-test-{number}"') == 1  # one line per request: gunicorn's own access log is off
-    line = next(line for line in log_lines(server) if line["request_id"] == "ops-test-0")
+    line = next(line for line in server.log_lines() if line["request_id"] == "ops-test-0")
     assert set(line) >= {"time", "request_id", "method", "route", "status", "latency_ms", "images", "request_bytes", "pid"}
     assert (line["method"], line["route"], line["status"], line["images"]) == ("POST", "/classify", 200, 1)
     assert line["latency_ms"] > 0 and line["request_bytes"] > 0
@@ -132,7 +127,7 @@ def test_a_replaced_worker_keeps_its_counts_and_loses_its_live_gauges(
     server: service.Service, metrics_folder: Path, classified: list[requests.Response]
 ) -> None:
     before = scrape(server)
-    worker = next(line["pid"] for line in log_lines(server) if line["route"] == "/classify")
+    worker = next(line["pid"] for line in server.log_lines() if line["route"] == "/classify")
     assert list(metrics_folder.glob(f"gauge_live*_{worker}.db"))  # its classify_model_info
     os.kill(worker, signal.SIGKILL)
     deadline = time.monotonic() + 60

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import pytest
 import requests
@@ -23,11 +21,6 @@ def server(tmp_path_factory: pytest.TempPathFactory, seeded_weights: Path) -> It
     running = service.start(log, {"MODEL_WEIGHTS": str(seeded_weights)}, workers=2)
     yield running
     running.stop()
-
-
-def request_log_lines(server: service.Service) -> list[dict[str, Any]]:
-    """The service's own per-request JSON lines (request_log.py); gunicorn's lines are plain text."""
-    return [json.loads(line) for line in server.log().splitlines() if line.startswith("{")]
 
 
 def test_multipart_upload_over_http(server: service.Service, photos: list[Photo]) -> None:
@@ -75,7 +68,7 @@ def test_concurrent_requests_all_answered_consistently_by_both_workers(server: s
         answers = list(pool.map(classify, range(len(chosen))))
     # Which worker answered: the pid in the JSON line request_log.py writes for each request (before
     # the answer is sent, so every line is in the log by now), found by the request's id.
-    worker_of = {line["request_id"]: line["pid"] for line in request_log_lines(server)}
+    worker_of = {line["request_id"]: line["pid"] for line in server.log_lines()}
     workers = set(children(server.master_pid()))
     assert len(workers) == 2
     assert {worker_of[request_id] for request_id, _, _ in answers} == workers
