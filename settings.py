@@ -130,16 +130,16 @@ def read_keys_file(path: str) -> list[str]:
     return keys
 
 
-def load(overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def load(overrides: Mapping[str, Any] | None = None, with_keys_file: bool = True) -> dict[str, Any]:
     """Defaults, then the environment, then explicit overrides (tests, embedding apps).
 
     The keys file is read here, so that gunicorn's master refuses to start on an unreadable one
-    (before any worker builds a model), and a SIGHUP picks up rotated keys."""
+    (before any worker builds a model), and the workers a SIGHUP starts read rotated keys."""
     settings = dict(DEFAULTS)
     settings.update(from_environment())
     settings.update(overrides or {})
     if settings["PRECISION"] not in {"fp32", "bf16"}:
         raise ConfigError(f"PRECISION={settings['PRECISION']!r} is not valid: use fp32 or bf16.")
-    if settings["API_KEYS_FILE"]:
+    if settings["API_KEYS_FILE"] and with_keys_file:
         settings["API_KEYS"] = [*settings["API_KEYS"], *read_keys_file(settings["API_KEYS_FILE"])]
     return settings

@@ -142,8 +142,8 @@ class SyncWorker(sync.SyncWorker):
     continue_owed = False  # the request being handled sent `Expect: 100-continue`
 
     def init_process(self) -> None:
-        # Not settings.load(): that also reads API_KEYS_FILE, whose errors wsgi.py reports cleanly.
-        self.header_timeout = {**settings.DEFAULTS, **settings.from_environment()}["HEADER_TIMEOUT"]
+        # Not the keys file: its errors are for wsgi.py to report, cleanly, when it builds the app.
+        self.header_timeout = settings.load(with_keys_file=False)["HEADER_TIMEOUT"]
         super().init_process()  # runs the worker loop; returns only when the worker exits
 
     def accept(self, listener: Any) -> None:
