@@ -54,7 +54,7 @@ AVIF_BRANDS = {b"avif", b"avis"}
 def _sniff_unsupported(data: bytes) -> APIError | None:
     """Name formats people commonly send by mistake, so the error can say what to do."""
     head = data[:64].lstrip()
-    brands = HEIF_BRANDS | (set() if "AVIF" in SUPPORTED_FORMATS else AVIF_BRANDS)
+    brands = HEIF_BRANDS | (set() if "AVIF" in SUPPORTED_FORMATS else AVIF_BRANDS)  # only once Pillow has refused the bytes
     if data[4:8] == b"ftyp" and data[8:12] in brands:
         name = "AVIF" if data[8:12] in AVIF_BRANDS else "HEIC/HEIF"
         return _unsupported(f"{name} images are not supported here; convert to JPEG or PNG (supported: {SUPPORTED_NAMES}).")
