@@ -5,14 +5,16 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
+import torch
 from flask import Blueprint, Response, current_app, jsonify, request
 
 import cpu_budget
 import request_stats
 from errors import APIError
-from images import DecodedImage, decode_image
+from images import decode_image
 from model import Classifier, release_free_memory
 from upload import Upload, read_topk, read_uploads
 
@@ -35,22 +37,36 @@ def threads_for_next_step() -> Iterator[int]:
         yield threads
 
 
-def _decode_all(uploads: list[Upload], min_side: int | None) -> list[DecodedImage | APIError]:
-    max_pixels = current_app.config["MAX_IMAGE_PIXELS"]
+@dataclass
+class Prepared:
+    """An upload decoded and reduced to the model's input at once, so that a request never holds
+    more full-size pictures than it decodes at a time: MAX_FILES pictures of MAX_IMAGE_PIXELS each,
+    all decoded before the first was prepared, would not fit in a worker's memory."""
 
-    def decode(upload: Upload) -> DecodedImage | APIError:
+    width: int  # as uploaded, after EXIF orientation
+    height: int
+    format: str
+    tensor: torch.Tensor
+
+
+def _prepare_all(uploads: list[Upload], model: Classifier) -> list[Prepared | APIError]:
+    max_pixels = current_app.config["MAX_IMAGE_PIXELS"]
+    min_side = model.decode_min_side if current_app.config["REDUCED_DECODE"] else None
+
+    def prepare(upload: Upload) -> Prepared | APIError:
         try:
-            return decode_image(upload.data, max_pixels, min_side)
+            decoded = decode_image(upload.data, max_pixels, min_side)
         except APIError as error:
             return error
+        return Prepared(decoded.width, decoded.height, decoded.format, model.prepare(decoded.image))
 
     if len(uploads) == 1:
-        return [decode(uploads[0])]
+        return [prepare(uploads[0])]
     with threads_for_next_step() as threads:
-        return cpu_budget.map_parallel(decode, uploads, threads)
+        return cpu_budget.map_parallel(prepare, uploads, threads)
 
 
-def _entry(upload: Upload, outcome: DecodedImage | APIError, predictions: list[Any] | None) -> dict[str, Any]:
+def _entry(upload: Upload, outcome: Prepared | APIError, predictions: list[Any] | None) -> dict[str, Any]:
     if isinstance(outcome, APIError):
         return {"filename": upload.filename, "error": outcome.to_dict()}
     return {
@@ -60,12 +76,12 @@ def _entry(upload: Upload, outcome: DecodedImage | APIError, predictions: list[A
     }
 
 
-def _note(uploads: list[Upload], decoded: list[DecodedImage | APIError], inference_seconds: float | None) -> None:
+def _note(uploads: list[Upload], decoded: list[Prepared | APIError], inference_seconds: float | None) -> None:
     """For the metrics and the request log."""
     stats = request_stats.current()
     stats.images = len(uploads)
     stats.upload_bytes = sum(len(upload.data) for upload in uploads)
-    stats.classified = sum(isinstance(d, DecodedImage) for d in decoded)
+    stats.classified = sum(isinstance(d, Prepared) for d in decoded)
     stats.rejected = [d.code for d in decoded if isinstance(d, APIError)]
     stats.inference_seconds = inference_seconds
 
@@ -81,14 +97,13 @@ def _classify() -> Response | tuple[Response, int]:
     model = classifier()
     topk = read_topk(request, current_app.config["DEFAULT_TOPK"], model.num_classes)
     uploads = read_uploads(request, current_app.config["MAX_FILES"])
-    min_side = model.decode_min_side if current_app.config["REDUCED_DECODE"] else None
 
     with cpu_budget.cpu():
-        decoded = _decode_all(uploads, min_side)
+        decoded = _prepare_all(uploads, model)
         decoded_at = time.perf_counter()
-        good = [d for d in decoded if isinstance(d, DecodedImage)]
+        good = [d for d in decoded if isinstance(d, Prepared)]
         with threads_for_next_step() as threads:
-            predictions = iter(model.predict([d.image for d in good], topk, threads) if good else [])
+            predictions = iter(model.top(model.logits_of([d.tensor for d in good], threads), topk) if good else [])
     finished = time.perf_counter()
     _note(uploads, decoded, finished - decoded_at if good else None)
 

@@ -185,18 +185,29 @@ class Classifier:
             )
         return tuple(sample.shape)
 
+    def prepare(self, image: Image.Image) -> torch.Tensor:
+        """An RGB image as the model's input: the weights' own preprocessing (resize, crop, normalise)."""
+        return self.preprocess(image)  # type: ignore[no-any-return]
+
     def logits(self, images: Sequence[Image.Image], threads: int | None = None) -> torch.Tensor:
         """Raw model outputs for RGB images, in one batched forward pass, on `threads` CPUs."""
-        tensors = cpu_budget.map_parallel(self.preprocess, images, threads or torch.get_num_threads())
+        return self.logits_of(cpu_budget.map_parallel(self.prepare, images, threads or torch.get_num_threads()), threads)
+
+    def logits_of(self, tensors: Sequence[torch.Tensor], threads: int | None = None) -> torch.Tensor:
+        """Raw model outputs for prepared images (see prepare)."""
         if threads:
             set_threads(threads)
         if len({tuple(t.shape) for t in tensors}) == 1:
-            return self._forward(torch.stack(tensors))
+            return self._forward(torch.stack(list(tensors)))
         return torch.cat([self._forward(t.unsqueeze(0)) for t in tensors])  # preprocessing of varying size
 
     def predict(self, images: Sequence[Image.Image], topk: int, threads: int | None = None) -> list[list[Prediction]]:
         """The top-k classes of each image, highest probability first."""
-        probabilities = self.logits(images, threads).softmax(dim=1)
+        return self.top(self.logits(images, threads), topk)
+
+    def top(self, logits: torch.Tensor, topk: int) -> list[list[Prediction]]:
+        """The top-k classes of each row of logits, highest probability first."""
+        probabilities = logits.softmax(dim=1)
         values, indices = probabilities.topk(min(topk, self.num_classes), dim=1)
         return [
             [Prediction(self.labels[i], i, p) for p, i in zip(row_values.tolist(), row_indices.tolist(), strict=True)]

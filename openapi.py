@@ -66,7 +66,7 @@ BATCH_EXAMPLE = {
 def _schemas() -> dict[str, Any]:
     timing = {
         "type": "object",
-        "description": "Milliseconds spent decoding, in the model (preprocessing and forward pass), and in all.",
+        "description": "Milliseconds spent decoding and preparing the images (resize, crop, normalise), in the forward pass, and in all.",
         "required": ["decode", "model", "total"],
         "properties": {name: {"type": "number"} for name in ("decode", "model", "total")},
     }

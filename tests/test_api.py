@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import io
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,7 @@ from flask.testing import FlaskClient
 from app import create_app
 from tests.conftest import Photo, image_bytes
 from tests.hardening.answers import assert_error
+from tests.service import REPO
 
 
 def upload(client: FlaskClient, *files: tuple[str, bytes, str], query: str = "", **form: str):
@@ -174,3 +177,31 @@ def test_model_describes_architecture_weights_and_preprocessing(client: FlaskCli
     assert body["preprocessing"]["resize"] == 256 and body["preprocessing"]["center_crop"] == 224
     assert body["torch"].startswith("2.") and body["torchvision"].startswith("0.")
     assert body["threads"]["per_request"] >= 1
+
+
+def test_a_request_of_many_large_images_holds_one_full_size_picture_per_thread_not_all_of_them(seeded_weights: Path) -> None:
+    # 8 pictures of 25 megapixels in 280 KB: held all at once, decoded, they took 825 MB more than a
+    # request of small ones; reduced to the model's input one at a time per thread, 285 MB.
+    script = """
+import io, re, sys
+from PIL import Image
+from app import create_app
+
+def peak_mb():
+    return int(re.search(r"VmHWM:\\s+(\\d+)", open("/proc/self/status").read()).group(1)) // 1024
+
+def form(side):
+    data = io.BytesIO()
+    Image.new("L", (side, side), 128).save(data, "PNG")
+    return {"image": [(io.BytesIO(data.getvalue()), f"{n}.png") for n in range(8)]}
+
+client = create_app({"MODEL_WEIGHTS": sys.argv[1]}).test_client()
+assert client.post("/classify", data=form(600), content_type="multipart/form-data").status_code == 200
+before = peak_mb()
+assert client.post("/classify", data=form(5000), content_type="multipart/form-data").status_code == 200
+print(peak_mb() - before)
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(seeded_weights)], cwd=REPO, capture_output=True, text=True, timeout=300, check=True
+    )
+    assert int(result.stdout.split()[-1]) < 500, f"{result.stdout.split()[-1]} MB more at the peak"
