@@ -6,6 +6,7 @@ Nothing here runs torch compute, so the gunicorn master may use it before it for
 
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
 from collections.abc import Mapping
@@ -81,9 +82,27 @@ def _reason(exc: Exception) -> str:
     return first[:200]
 
 
+def check_cached_hash(path: Path) -> None:
+    """torch.hub checks the sha256 prefix in the file's name only when it downloads the file: a file
+    copied into the cache by hand (the air-gapped way) is checked here, before it is served."""
+    expected = torch.hub.HASH_REGEX.search(path.name)
+    if expected is None:
+        return
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    if not digest.hexdigest().startswith(expected.group(1)):
+        raise WeightsError(
+            f"The cached weights file {path} is not the file its name promises (its sha256 does not start with "
+            f"{expected.group(1)}): it is damaged or another file. Delete it, and fetch it again from the URL torchvision names."
+        )
+
+
 def load_torchvision(weights: WeightsEnum, download: bool = True) -> dict[str, Any]:
-    """The state dict, the standard torchvision way (load_state_dict_from_url with check_hash)."""
+    """The state dict, the standard torchvision way (load_state_dict_from_url), its hash checked."""
     path = ensure_cached(weights, download)
+    check_cached_hash(path)
     try:
         return weights.get_state_dict(progress=False, check_hash=True, weights_only=True, map_location="cpu")
     except Exception as exc:

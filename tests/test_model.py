@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import sys
 from pathlib import Path
 
@@ -122,15 +123,33 @@ def test_missing_torchvision_weights_with_downloads_off_explain_the_fix(tmp_path
     assert "resnet18-f37072fd.pth" in message and "MODEL_WEIGHTS" in message and "TORCH_HOME" in message
 
 
-def test_torchvision_cache_is_used_the_standard_way(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seeded_weights: Path) -> None:
-    # A file under $TORCH_HOME/hub/checkpoints with torchvision's name is loaded without any download.
+def cache_with(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, content: bytes) -> Path:
     checkpoints = tmp_path / "hub" / "checkpoints"
     checkpoints.mkdir(parents=True)
-    (checkpoints / "resnet18-f37072fd.pth").write_bytes(seeded_weights.read_bytes())
+    (checkpoints / name).write_bytes(content)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    return checkpoints / name
+
+
+def test_torchvision_cache_is_used_the_standard_way(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seeded_weights: Path) -> None:
+    # A file under $TORCH_HOME/hub/checkpoints with torchvision's name is loaded without any download.
+    # The real file cannot be had here: the entry's URL names the seeded file, by its own hash prefix.
+    content = seeded_weights.read_bytes()
+    name = f"resnet18-{hashlib.sha256(content).hexdigest()[:8]}.pth"
+    monkeypatch.setattr(ResNet18_Weights.IMAGENET1K_V1.value, "url", f"https://download.pytorch.org/models/{name}")
+    cached = cache_with(tmp_path, monkeypatch, name, content)
     classifier = load_classifier(ModelSpec(download=False))
-    assert classifier.weights_path == checkpoints / "resnet18-f37072fd.pth"
+    assert classifier.weights_path == cached
     assert classifier.describe()["weights"]["source"] == "torchvision ResNet18_Weights.IMAGENET1K_V1"
+
+
+def test_a_cached_file_that_is_not_the_one_its_name_promises_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seeded_weights: Path
+) -> None:
+    # torch.hub checks the hash only when it downloads; a file put there by hand is checked too.
+    cache_with(tmp_path, monkeypatch, "resnet18-f37072fd.pth", seeded_weights.read_bytes())
+    with pytest.raises(ModelLoadError, match="sha256 does not start with f37072fd"):
+        model.preload(ModelSpec(download=False))
 
 
 def test_workers_use_the_weights_the_master_preloaded_without_a_copy(tmp_path: Path, seeded_weights: Path) -> None:
