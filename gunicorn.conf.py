@@ -8,6 +8,7 @@ each worker builds its own model around them.
 import gc
 import os
 import sys
+from typing import NoReturn
 
 import cpu_budget
 import metrics_multiprocess
@@ -17,18 +18,27 @@ from model import ModelLoadError, ModelSpec, preload, release_free_memory
 
 wsgi_app = "wsgi:app"
 
-_host = os.environ.get("HOST", "127.0.0.1")
-_port = os.environ.get("PORT", "8000")
+
+def _cannot_start(exc: Exception) -> NoReturn:
+    print(f"classify: cannot start: {exc}", file=sys.stderr, flush=True)
+    sys.exit(1)
+
+
+try:  # gunicorn's own settings, checked like the app's: one clear line, not a traceback
+    _host = settings.environment_value("HOST", str.strip, "127.0.0.1")
+    _port = settings.environment_value("PORT", settings.port, 8000)
+    workers = settings.environment_value("WEB_CONCURRENCY", settings.positive_int, available_cpus())
+    timeout = settings.environment_value("TIMEOUT", settings.whole_seconds, 30)  # a request, or a worker's model load
+    graceful_timeout = settings.environment_value("GRACEFUL_TIMEOUT", settings.whole_seconds, 30)  # in-flight requests finish on SIGTERM
+except settings.ConfigError as exc:
+    _cannot_start(exc)
 bind = [f"[{_host}]:{_port}" if ":" in _host else f"{_host}:{_port}"]
 
-workers = int(os.environ.get("WEB_CONCURRENCY") or available_cpus())
 worker_class = "sync_worker.SyncWorker"  # sync, plus a header deadline and JSON errors
 # A lone request may use every CPU, busy workers split them (cpu_budget.py): the shared tokens are made here.
 os.environ["CLASSIFY_WORKERS"] = str(workers)
 cpu_budget.install(cpus=available_cpus(), slots=max(64, 4 * workers))
 
-timeout = int(os.environ.get("TIMEOUT", "30"))  # a request, or a worker's model load, may take this long
-graceful_timeout = int(os.environ.get("GRACEFUL_TIMEOUT", "30"))  # in-flight requests finish on SIGTERM
 keepalive = 5
 worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None  # heartbeat off slow disks
 control_socket_disable = True  # one shared ~/.gunicorn socket would clash between instances
@@ -53,13 +63,22 @@ def on_starting(server):
     """Refuse to start, once and clearly, when the configuration or the weights are unusable.
     Otherwise keep the weights, which every worker then shares (model.preload)."""
     try:
-        preload(ModelSpec.from_settings(settings.load()))
+        config = settings.load()
+        _check_deadlines(config)
+        preload(ModelSpec.from_settings(config))
     except (settings.ConfigError, ModelLoadError) as exc:
-        print(f"classify: cannot start: {exc}", file=sys.stderr, flush=True)
-        sys.exit(1)
+        _cannot_start(exc)
+    server.log.info("API keys: %s", f"on ({len(config['API_KEYS'])})" if config["API_KEYS"] else "off, every route is open")
     release_free_memory()  # what reading the weights left, before the workers inherit the heap
     # Before any worker forks: workers then count into files there, which /metrics adds up.
     server.log.info("Metrics folder: %s", metrics_multiprocess.prepare())
+
+
+def _check_deadlines(config):
+    for name in ("UPLOAD_TIMEOUT", "HEADER_TIMEOUT"):
+        if config[name] >= timeout:
+            # gunicorn would kill the worker first, and the slow client would get a 500, not its 408.
+            raise settings.ConfigError(f"{name}={config[name]:g} must be less than TIMEOUT={timeout}.")
 
 
 def on_reload(server):

@@ -77,6 +77,8 @@ def read_labels(path: str | Path) -> list[str]:
         lines = Path(path).read_text(encoding="utf-8").splitlines()
     except OSError as exc:
         raise ModelLoadError(f"LABELS_FILE={str(path)!r} could not be read ({exc.strerror or exc}).") from None
+    except UnicodeDecodeError:
+        raise ModelLoadError(f"LABELS_FILE={str(path)!r} is not UTF-8 text: save it as UTF-8, one class name per line.") from None
     labels = [line.strip() for line in lines]
     while labels and not labels[-1]:
         labels.pop()

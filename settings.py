@@ -10,9 +10,10 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 MIB = 1024 * 1024
+T = TypeVar("T")
 
 DEFAULTS: dict[str, Any] = {
     "MODEL_ARCH": "resnet18",
@@ -50,7 +51,7 @@ def _boolean(text: str) -> bool:
     raise ValueError("expected one of 1/0, true/false, yes/no, on/off")
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise ValueError("must be at least 1")
@@ -59,8 +60,8 @@ def _positive_int(text: str) -> int:
 
 def _megabytes(text: str) -> int:
     value = float(text)
-    if value <= 0:
-        raise ValueError("must be more than 0")
+    if not 0 < value <= 1_000_000:
+        raise ValueError("must be more than 0 and at most 1000000")
     return int(value * MIB)
 
 
@@ -70,13 +71,30 @@ def _text(text: str) -> str | None:
 
 def _seconds(text: str) -> float:
     value = float(text)
-    if not value > 0:
-        raise ValueError("must be more than 0")
+    if not 0 < value <= 3600:  # also refuses inf and nan, which timers and select() cannot take
+        raise ValueError("must be more than 0 and at most 3600")
+    return value
+
+
+def whole_seconds(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 3600:
+        raise ValueError("must be a whole number of seconds from 1 to 3600")
+    return value
+
+
+def port(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 65535:
+        raise ValueError("must be a port number from 1 to 65535")
     return value
 
 
 def _list(text: str) -> list[str]:
-    return [item.strip() for item in text.split(",") if item.strip()]
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    if not items:
+        raise ValueError("it names nothing; unset it instead")
+    return items
 
 
 # environment variable -> (config key, parser)
@@ -89,12 +107,12 @@ ENVIRONMENT: dict[str, tuple[str, Callable[[str], Any]]] = {
     "MODEL_FACTORY": ("MODEL_FACTORY", _text),
     "PRECISION": ("PRECISION", str.strip),
     "REDUCED_DECODE": ("REDUCED_DECODE", _boolean),
-    "TORCH_THREADS": ("TORCH_THREADS", _positive_int),
-    "CLASSIFY_WORKERS": ("WORKERS", _positive_int),
+    "TORCH_THREADS": ("TORCH_THREADS", positive_int),
+    "CLASSIFY_WORKERS": ("WORKERS", positive_int),
     "MAX_UPLOAD_MB": ("MAX_CONTENT_LENGTH", _megabytes),
-    "MAX_IMAGE_PIXELS": ("MAX_IMAGE_PIXELS", _positive_int),
-    "MAX_FILES": ("MAX_FILES", _positive_int),
-    "DEFAULT_TOPK": ("DEFAULT_TOPK", _positive_int),
+    "MAX_IMAGE_PIXELS": ("MAX_IMAGE_PIXELS", positive_int),
+    "MAX_FILES": ("MAX_FILES", positive_int),
+    "DEFAULT_TOPK": ("DEFAULT_TOPK", positive_int),
     "UPLOAD_TIMEOUT": ("UPLOAD_TIMEOUT", _seconds),
     "HEADER_TIMEOUT": ("HEADER_TIMEOUT", _seconds),
     "API_KEYS": ("API_KEYS", _list),
@@ -103,18 +121,23 @@ ENVIRONMENT: dict[str, tuple[str, Callable[[str], Any]]] = {
 }
 
 
+def environment_value(name: str, parse: Callable[[str], T], default: T, environ: Mapping[str, str] | None = None) -> T:
+    """One environment variable, parsed; `default` when it is unset or blank. Raises ConfigError."""
+    raw = (os.environ if environ is None else environ).get(name, "")
+    if not raw.strip():
+        return default
+    try:
+        return parse(raw)
+    except (ValueError, OverflowError) as exc:
+        raise ConfigError(f"{name}={raw!r} is not valid: {exc}.") from None
+
+
 def from_environment(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     """The settings given by environment variables (only those that are set)."""
-    environ = os.environ if environ is None else environ
     settings: dict[str, Any] = {}
     for name, (key, parse) in ENVIRONMENT.items():
-        raw = environ.get(name)
-        if raw is None or raw.strip() == "":
-            continue
-        try:
-            settings[key] = parse(raw)
-        except ValueError as exc:
-            raise ConfigError(f"{name}={raw!r} is not valid: {exc}.") from None
+        if (value := environment_value(name, parse, None, environ)) is not None:
+            settings[key] = value
     return settings
 
 

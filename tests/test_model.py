@@ -96,6 +96,13 @@ def test_load_errors_say_what_is_wrong(spec: ModelSpec, message: str) -> None:
         load_classifier(spec)
 
 
+def test_a_labels_file_that_is_not_utf8_is_refused_clearly(tmp_path: Path) -> None:
+    labels = tmp_path / "labels.txt"
+    labels.write_bytes("caf\u00e9\n".encode("latin-1"))
+    with pytest.raises(ModelLoadError, match="is not UTF-8 text"):
+        model.read_labels(labels)
+
+
 def test_weights_that_do_not_fit_the_architecture_are_refused(seeded_weights: Path) -> None:
     with pytest.raises(ModelLoadError, match="do not fit resnet34"):
         load_classifier(ModelSpec(arch="resnet34", weights_file=str(seeded_weights)))

@@ -119,3 +119,22 @@ def test_without_usable_weights_the_server_refuses_to_start_with_a_clear_message
     assert output.count("classify: cannot start:") == 1  # said once, by the master, before any worker
     assert "MODEL_WEIGHTS" in output or "do not fit" in output
     assert "Traceback" not in output
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"WEB_CONCURRENCY": "0"}, "WEB_CONCURRENCY='0'"),
+        ({"TIMEOUT": "abc"}, "TIMEOUT='abc'"),
+        ({"TIMEOUT": "5"}, "UPLOAD_TIMEOUT=10 must be less than TIMEOUT=5"),  # the worker would die first: a 500
+        ({"HEADER_TIMEOUT": "inf"}, "HEADER_TIMEOUT='inf'"),
+        ({"API_KEYS": " , ,"}, "API_KEYS=' , ,'"),  # silently no keys, so no authentication, before
+    ],
+    ids=["no workers", "timeout not a number", "upload deadline past the timeout", "infinite deadline", "keys that name nothing"],
+)
+def test_unusable_server_settings_refuse_to_start_in_one_line(seeded_weights: Path, env: dict[str, str], named: str) -> None:
+    result = service.run_to_exit({"MODEL_WEIGHTS": str(seeded_weights), **env})
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert f"classify: cannot start: {named}" in output
+    assert "Traceback" not in output
