@@ -65,9 +65,18 @@ def test_probes_ask_routes_the_app_really_has(app: Flask) -> None:
     probes = {name: container()[name] for name in ("startupProbe", "readinessProbe", "livenessProbe")}
     ports = {port["name"]: port["containerPort"] for port in container()["ports"]}
     env = {item["name"]: item.get("value") for item in container()["env"]}
-    for probe in probes.values():
-        assert probe["httpGet"]["path"] in routes
-        assert ports[probe["httpGet"]["port"]] == int(env["PORT"])
+    for name, probe in probes.items():
+        check = probe.get("httpGet") or probe["tcpSocket"]
+        assert ports[check["port"]] == int(env["PORT"]), name
+        if "httpGet" in probe:
+            assert probe["httpGet"]["path"] in routes, name
+
+
+def test_a_busy_pod_is_neither_restarted_nor_dropped_for_a_probe_queued_behind_requests() -> None:
+    # A sync worker answers /health only after the request it is on: 2-4 s at 64 clients per pod.
+    assert "tcpSocket" in container()["livenessProbe"]  # the master accepting is enough to be alive
+    readiness = container()["readinessProbe"]
+    assert readiness["timeoutSeconds"] >= 10 and readiness["failureThreshold"] >= 3
 
 
 def test_workers_follow_the_cpu_limit_and_torch_threads_adapt_within_it() -> None:
