@@ -27,6 +27,13 @@ def _add_security_headers(response: Response) -> Response:
     return response
 
 
+def _vary_by_origin(response: Response) -> Response:
+    # Allowed origins get Access-Control-Allow-Origin and others do not: a shared cache must keep
+    # the answers apart (flask-cors says so only when it echoes the origin).
+    response.vary.add("Origin")
+    return response
+
+
 def init_exposure(app: Flask) -> None:
     # FLASK_DEBUG=1 in a server's environment would otherwise turn debug on in the served app.
     app.debug = False
@@ -35,3 +42,4 @@ def init_exposure(app: Flask) -> None:
     if origins:
         # Keys travel in headers, never cookies: no credentials mode. Preflights are cached 10 min.
         CORS(app, origins=origins, methods=["GET", "POST"], allow_headers=["Authorization", "X-API-Key", "Content-Type"], max_age=600)
+        app.after_request(_vary_by_origin)

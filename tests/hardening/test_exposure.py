@@ -39,6 +39,8 @@ def test_cors_answers_only_the_allowed_origins(hardened_client: FlaskClient) -> 
     assert allowed.headers["Access-Control-Allow-Origin"] == ORIGIN
     other = hardened_client.get("/model", headers={**KEY, "Origin": "https://evil.example"})
     assert "Access-Control-Allow-Origin" not in other.headers
+    for page in (allowed, other, hardened_client.get("/docs/")):  # so a shared cache keeps them apart
+        assert "Origin" in page.vary
 
 
 def test_a_preflight_from_an_allowed_origin_needs_no_key_and_allows_the_key_headers(hardened_client: FlaskClient) -> None:
