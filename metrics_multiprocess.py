@@ -8,6 +8,7 @@ a previous run's counts to this one's.
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import tempfile
@@ -29,6 +30,9 @@ def prepare() -> Path:
     else:
         folder = Path(tempfile.mkdtemp(prefix="classify-metrics-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None))
         _created = folder
+        # Also when the master halts (a worker that cannot boot, a failed SIGHUP), which skips
+        # on_exit; workers inherit the hook, and must not remove the folder they all write in.
+        atexit.register(_cleanup_in, os.getpid())
     os.environ[ENV] = str(folder)
     return folder
 
@@ -38,6 +42,11 @@ def worker_exited(pid: int) -> None:
     from prometheus_client import multiprocess  # imported late: only once ENV is set
 
     multiprocess.mark_process_dead(pid)
+
+
+def _cleanup_in(master: int) -> None:
+    if os.getpid() == master:
+        cleanup()
 
 
 def cleanup() -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 import metrics_multiprocess
+from tests.service import REPO
 
 
 @pytest.fixture(autouse=True)
@@ -61,3 +62,29 @@ def test_without_configuration_a_private_folder_is_made_and_removed(monkeypatch:
     finally:
         metrics_multiprocess.cleanup()
     assert not folder.exists()
+
+
+def test_a_private_folder_goes_when_the_master_halts_and_stays_while_workers_exit() -> None:
+    # A master that halts (a worker cannot boot, a failed SIGHUP) skips gunicorn's on_exit hook;
+    # its workers, forked from it, inherit its exit hooks and must not remove the shared folder.
+    script = (
+        "import os, sys, metrics_multiprocess\n"
+        "folder = metrics_multiprocess.prepare()\n"
+        "print(folder, flush=True)\n"
+        "if (pid := os.fork()) == 0:\n    sys.exit(0)\n"
+        "os.waitpid(pid, 0)\n"
+        "print(folder.is_dir(), flush=True)\n"
+        "sys.exit(3)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=REPO,
+        env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": ""},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    folder, kept_after_worker_exit = result.stdout.split()
+    assert result.returncode == 3
+    assert kept_after_worker_exit == "True"
+    assert not Path(folder).exists()
