@@ -22,7 +22,7 @@ node_modules/.installed: package.json package-lock.json
 	else echo "npm not found: the Postman collection test will be skipped"; fi
 
 run: setup
-	exec $(BIN)/gunicorn -c gunicorn.conf.py
+	@exec $(BIN)/gunicorn -c gunicorn.conf.py  # @: stdout carries only the JSON request log
 
 test: setup node_modules/.installed
 	$(BIN)/python -m pytest
