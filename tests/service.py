@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -89,6 +90,18 @@ def running(log_path: Path, env: Mapping[str, str], workers: int = 2) -> Iterato
 def run_to_exit(env: Mapping[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """`make run` expected to refuse to start: its exit code and everything it printed."""
     environment = {**os.environ, "HOST": "127.0.0.1", "PORT": str(free_port()), **env}
-    return subprocess.run(
-        ["make", "--no-print-directory", "run"], cwd=REPO, env=environment, capture_output=True, text=True, timeout=timeout
+    process = subprocess.Popen(
+        ["make", "--no-print-directory", "run"],
+        cwd=REPO,
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
     )
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    finally:  # a server that started after all must not outlive the test (make would leave gunicorn behind)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
