@@ -76,13 +76,13 @@ def _entry(upload: Upload, outcome: Prepared | APIError, predictions: list[Any] 
     }
 
 
-def _note(uploads: list[Upload], decoded: list[Prepared | APIError], inference_seconds: float | None) -> None:
+def _note(uploads: list[Upload], prepared: list[Prepared | APIError], inference_seconds: float | None) -> None:
     """For the metrics and the request log."""
     stats = request_stats.current()
     stats.images = len(uploads)
     stats.upload_bytes = sum(len(upload.data) for upload in uploads)
-    stats.classified = sum(isinstance(d, Prepared) for d in decoded)
-    stats.rejected = [d.code for d in decoded if isinstance(d, APIError)]
+    stats.classified = sum(isinstance(p, Prepared) for p in prepared)
+    stats.rejected = [p.code for p in prepared if isinstance(p, APIError)]
     stats.inference_seconds = inference_seconds
 
 
@@ -99,23 +99,23 @@ def _classify() -> Response | tuple[Response, int]:
     uploads = read_uploads(request, current_app.config["MAX_FILES"])
 
     with cpu_budget.cpu():
-        decoded = _prepare_all(uploads, model)
+        prepared = _prepare_all(uploads, model)
         decoded_at = time.perf_counter()
-        good = [d for d in decoded if isinstance(d, Prepared)]
+        good = [p for p in prepared if isinstance(p, Prepared)]
         with threads_for_next_step() as threads:
-            predictions = iter(model.top(model.logits_of([d.tensor for d in good], threads), topk) if good else [])
+            predictions = iter(model.top(model.logits_of([p.tensor for p in good], threads), topk) if good else [])
     finished = time.perf_counter()
-    _note(uploads, decoded, finished - decoded_at if good else None)
+    _note(uploads, prepared, finished - decoded_at if good else None)
 
-    entries = [_entry(u, d, None if isinstance(d, APIError) else next(predictions)) for u, d in zip(uploads, decoded, strict=True)]
+    entries = [_entry(u, d, None if isinstance(d, APIError) else next(predictions)) for u, d in zip(uploads, prepared, strict=True)]
     timing = {
         "decode": round((decoded_at - started) * 1000, 2),
         "model": round((finished - decoded_at) * 1000, 2),
         "total": round((finished - started) * 1000, 2),
     }
     if len(entries) == 1:
-        if isinstance(decoded[0], APIError):
-            raise decoded[0]
+        if isinstance(prepared[0], APIError):
+            raise prepared[0]
         return jsonify(**entries[0], model=model.name, timing_ms=timing)
     body = jsonify(results=entries, model=model.name, timing_ms=timing)
     if len(good) > 1:
@@ -123,7 +123,7 @@ def _classify() -> Response | tuple[Response, int]:
         # keep for good; hand it back once the answer is sent (measured in BENCHMARKS.md).
         body.call_on_close(release_free_memory)
     if not good:  # every file failed: the request as a whole failed, for the first file's reason
-        first = next(d for d in decoded if isinstance(d, APIError))
+        first = next(p for p in prepared if isinstance(p, APIError))
         body = jsonify(error=first.to_dict(), results=entries)
         return body, first.status
     return body
