@@ -8,6 +8,7 @@ MAX_CONTENT_LENGTH is fed by MAX_UPLOAD_MB, WORKERS by CLASSIFY_WORKERS).
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -97,6 +98,14 @@ def _list(text: str) -> list[str]:
     return items
 
 
+def _origins(text: str) -> list[str]:
+    # What a browser sends in Origin: scheme, host and maybe port, nothing after. "*" is any site.
+    for origin in (origins := _list(text)):
+        if origin != "*" and not re.fullmatch(r"https?://[^/\s?#]+", origin):
+            raise ValueError(f"{origin!r} is not an origin; write scheme://host[:port], without a path or trailing slash")
+    return origins
+
+
 # environment variable -> (config key, parser)
 ENVIRONMENT: dict[str, tuple[str, Callable[[str], Any]]] = {
     "MODEL_ARCH": ("MODEL_ARCH", str.strip),
@@ -117,7 +126,7 @@ ENVIRONMENT: dict[str, tuple[str, Callable[[str], Any]]] = {
     "HEADER_TIMEOUT": ("HEADER_TIMEOUT", _seconds),
     "API_KEYS": ("API_KEYS", _list),
     "API_KEYS_FILE": ("API_KEYS_FILE", _text),
-    "CORS_ORIGINS": ("CORS_ORIGINS", _list),
+    "CORS_ORIGINS": ("CORS_ORIGINS", _origins),
 }
 
 

@@ -8,7 +8,9 @@ import pytest
 import requests
 from flask.testing import FlaskClient
 
+import settings
 from app import create_app
+from settings import ConfigError
 from tests import service
 from tests.hardening.answers import assert_no_internals
 from tests.hardening.conftest import API_KEY, ORIGIN
@@ -103,3 +105,15 @@ def test_over_http_answers_carry_the_security_headers_and_cors(live: service.Ser
         "Access-Control-Allow-Origin"
         not in requests.get(f"{live.url}/model", headers={**KEY, "Origin": "https://evil.example"}, timeout=30).headers
     )
+
+
+@pytest.mark.parametrize("value", ["app.example.com", "https://app.example.com/", "https://app.example.com/path", "null"])
+def test_a_cors_origin_that_no_browser_could_send_is_refused_at_start(value: str) -> None:
+    # It would never match, and CORS would look on while allowing no one.
+    with pytest.raises(ConfigError, match="is not an origin"):
+        settings.from_environment({"CORS_ORIGINS": f"https://ok.example, {value}"})
+
+
+def test_cors_origins_with_ports_and_the_any_site_wildcard_are_accepted() -> None:
+    value = "https://app.example.com, http://localhost:5173, *"
+    assert settings.from_environment({"CORS_ORIGINS": value})["CORS_ORIGINS"] == ["https://app.example.com", "http://localhost:5173", "*"]
