@@ -33,8 +33,10 @@ def torchvision_weights(arch: str, variant: str = "DEFAULT") -> WeightsEnum:
         known = ", ".join(sorted(classifiers)[:12])
         raise WeightsError(f"MODEL_ARCH={arch!r} is not a torchvision classification model (for example: {known}, ...).")
     enum = get_model_weights(arch)
-    name = variant.split(".")[-1]
+    prefix, _, name = variant.rpartition(".")  # "IMAGENET1K_V1" or "ResNet18_Weights.IMAGENET1K_V1"
     try:
+        if prefix not in {"", enum.__name__}:
+            raise KeyError(prefix)
         return enum[name] if name != "DEFAULT" else enum.DEFAULT
     except KeyError:
         choices = ", ".join(member.name for member in enum)

@@ -86,6 +86,7 @@ def test_checkpoint_dicts_and_dataparallel_prefixes_are_unwrapped(tmp_path: Path
         (ModelSpec(weights_file="/nonexistent/weights.pth"), "no such file"),
         (ModelSpec(arch="not_a_model"), "not a torchvision classification model"),
         (ModelSpec(torchvision_weights="IMAGENET9K"), "not a weights entry"),
+        (ModelSpec(torchvision_weights="ResNet50_Weights.IMAGENET1K_V1"), "not a weights entry"),  # another model's
         (ModelSpec(factory="no_such_module:build"), "could not be imported"),
         (ModelSpec(factory="missing_colon"), "package.module:function"),
         (ModelSpec(labels_file="/nonexistent/labels.txt"), "could not be read"),
