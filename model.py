@@ -6,7 +6,6 @@ import contextlib
 import ctypes
 import ctypes.util
 import functools
-import hashlib
 import importlib
 import logging
 import sys
@@ -220,11 +219,7 @@ class Classifier:
     def weights_sha256(self) -> str | None:
         if self.weights_path is None:
             return None
-        digest = hashlib.sha256()
-        with open(self.weights_path, "rb") as file:
-            for block in iter(lambda: file.read(1 << 20), b""):
-                digest.update(block)
-        return digest.hexdigest()
+        return weights_source.file_sha256(self.weights_path)
 
     def describe(self) -> dict[str, Any]:
         return {

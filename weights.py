@@ -84,17 +84,16 @@ def _reason(exc: Exception) -> str:
     return first[:200]
 
 
+def file_sha256(path: Path) -> str:
+    with open(path, "rb") as file:
+        return hashlib.file_digest(file, "sha256").hexdigest()
+
+
 def check_cached_hash(path: Path) -> None:
     """torch.hub checks the sha256 prefix in the file's name only when it downloads the file: a file
     copied into the cache by hand (the air-gapped way) is checked here, before it is served."""
     expected = torch.hub.HASH_REGEX.search(path.name)
-    if expected is None:
-        return
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    if not digest.hexdigest().startswith(expected.group(1)):
+    if expected is not None and not file_sha256(path).startswith(expected.group(1)):
         raise WeightsError(
             f"The cached weights file {path} is not the file its name promises (its sha256 does not start with "
             f"{expected.group(1)}): it is damaged or another file. Delete it, and fetch it again from the URL torchvision names."
