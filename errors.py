@@ -7,6 +7,8 @@ import logging
 from flask import Flask, Response, current_app, jsonify
 from werkzeug.exceptions import HTTPException
 
+from settings import MIB
+
 log = logging.getLogger(__name__)
 
 # Stable machine names for werkzeug's own errors; anything else gets its snake_cased name.
@@ -26,7 +28,7 @@ def too_large_message(limit: int | None) -> str:
     """Said wherever a body is refused for its size (the app, body_guard.py): one wording, with the limit."""
     if not limit:
         return "The request body is larger than this service accepts."
-    size = f"{limit // 2**20} MiB" if limit % 2**20 == 0 else f"{limit:,} bytes"
+    size = f"{limit // MIB} MiB" if limit % MIB == 0 else f"{limit:,} bytes"
     return f"The request body is larger than this service accepts (at most {size})."
 
 
