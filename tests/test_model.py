@@ -160,10 +160,16 @@ def test_a_cached_file_that_is_not_the_one_its_name_promises_is_refused(
         model.preload(ModelSpec(download=False))
 
 
-def test_workers_use_the_weights_the_master_preloaded_without_a_copy(tmp_path: Path, seeded_weights: Path) -> None:
+@pytest.fixture
+def own_weights(tmp_path: Path, seeded_weights: Path) -> Path:
+    """A copy of the seeded weights that a test may replace, as an operator would."""
     weights = tmp_path / "weights.pth"
     weights.write_bytes(seeded_weights.read_bytes())
-    spec = ModelSpec(weights_file=str(weights))
+    return weights
+
+
+def test_workers_use_the_weights_the_master_preloaded_without_a_copy(own_weights: Path, seeded_weights: Path) -> None:
+    spec = ModelSpec(weights_file=str(own_weights))
     try:
         model.preload(spec)  # what the gunicorn master does before forking
         preloaded = {t.untyped_storage().data_ptr() for state in model._preloaded.values() for t in state.values()}
@@ -176,15 +182,13 @@ def test_workers_use_the_weights_the_master_preloaded_without_a_copy(tmp_path: P
         model._preloaded.clear()
 
 
-def test_a_replaced_weights_file_is_read_again_not_taken_from_the_preload(tmp_path: Path, seeded_weights: Path) -> None:
-    weights = tmp_path / "weights.pth"
-    weights.write_bytes(seeded_weights.read_bytes())
-    spec = ModelSpec(weights_file=str(weights))
+def test_a_replaced_weights_file_is_read_again_not_taken_from_the_preload(tmp_path: Path, own_weights: Path) -> None:
+    spec = ModelSpec(weights_file=str(own_weights))
     try:
         model.preload(spec)
-        harness.seeded_weights(tmp_path / "new.pth", seed=1).replace(weights)  # as an operator swaps weights before a SIGHUP
+        harness.seeded_weights(tmp_path / "new.pth", seed=1).replace(own_weights)  # as an operator swaps weights before a SIGHUP
         _, _, state = model._torchvision_state(spec)
-        assert torch.equal(state["fc.bias"], torch.load(weights, weights_only=True)["fc.bias"])
+        assert torch.equal(state["fc.bias"], torch.load(own_weights, weights_only=True)["fc.bias"])
     finally:
         model._preloaded.clear()
 
