@@ -17,12 +17,22 @@ def children(pid: int) -> list[int]:
     return sorted(found)
 
 
-def rss_bytes(pid: int) -> int:
-    """Resident set size of one process, from /proc/PID/status (VmRSS, in KiB there)."""
+def _status_bytes(pid: int | str, field: str) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no VmRSS for {pid}")
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) * 1024  # in KiB there
+    raise RuntimeError(f"no {field} for {pid}")
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident set size of one process, from /proc/PID/status."""
+    return _status_bytes(pid, "VmRSS")
+
+
+def peak_rss_bytes(pid: int | str = "self") -> int:
+    """The most resident memory a process has had since it started (VmHWM). Not ru_maxrss, which
+    keeps the peak of the process that forked it."""
+    return _status_bytes(pid, "VmHWM")
 
 
 def wait_for_workers(master: int, count: int, exclude: set[int] | frozenset[int] = frozenset(), timeout: float = 60) -> list[int]:

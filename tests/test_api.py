@@ -183,12 +183,13 @@ def test_a_request_of_many_large_images_holds_one_full_size_picture_per_thread_n
     # 8 pictures of 25 megapixels in 280 KB: held all at once, decoded, they took 825 MB more than a
     # request of small ones; reduced to the model's input one at a time per thread, 285 MB.
     script = """
-import io, re, sys
+import io, sys
 from PIL import Image
 from app import create_app
+from scripts.procs import peak_rss_bytes
 
 def peak_mb():
-    return int(re.search(r"VmHWM:\\s+(\\d+)", open("/proc/self/status").read()).group(1)) // 1024
+    return peak_rss_bytes() // 2**20
 
 def form(side):
     data = io.BytesIO()

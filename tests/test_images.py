@@ -110,11 +110,11 @@ def test_decompression_bomb_is_refused_from_its_header() -> None:
 def test_a_tiny_gif_announcing_a_huge_frame_is_refused_without_allocating_it() -> None:
     # Pillow allocates a GIF's first frame while opening it, before our own check can run: only
     # Pillow's limit, kept on, stops a 43-byte upload from taking 4 GB of a worker's memory.
-    script = (  # VmHWM, not ru_maxrss: that one keeps the peak of the process that forked it
-        "import re, sys; from images import decode_image; from errors import APIError\n"
+    script = (
+        "import sys; from images import decode_image; from errors import APIError; from scripts.procs import peak_rss_bytes\n"
         "try:\n    decode_image(sys.stdin.buffer.read(), 100_000_000)\n"
         "except APIError as error:\n    print(error.status, error.code)\n"
-        "print(int(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1)) // 1024)"
+        "print(peak_rss_bytes() // 2**20)"
     )
     result = subprocess.run([sys.executable, "-c", script], input=gif_bomb(), capture_output=True, cwd=REPO, timeout=120, check=True)
     answer, peak_mb = result.stdout.decode().split("\n")[:2]
