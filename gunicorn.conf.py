@@ -11,6 +11,7 @@ import sys
 from typing import NoReturn
 
 import cpu_budget
+import health_port
 import metrics_multiprocess
 import settings
 from cpus import available_cpus
@@ -30,6 +31,9 @@ try:  # gunicorn's own settings, checked like the app's: one clear line, not a t
     workers = settings.environment_value("WEB_CONCURRENCY", settings.positive_int, available_cpus())
     timeout = settings.environment_value("TIMEOUT", settings.whole_seconds, 30)  # a request, or a worker's model load
     graceful_timeout = settings.environment_value("GRACEFUL_TIMEOUT", settings.whole_seconds, 30)  # in-flight requests finish on SIGTERM
+    _health_port = settings.environment_value("HEALTH_PORT", settings.port, None)  # see health_port.py
+    if _health_port == _port:
+        raise settings.ConfigError(f"HEALTH_PORT={_health_port} must differ from PORT.")
 except settings.ConfigError as exc:
     _cannot_start(exc)
 bind = [f"[{_host}]:{_port}" if ":" in _host else f"{_host}:{_port}"]
@@ -53,10 +57,19 @@ def pre_fork(server, worker):
     gc.freeze()
     taken = {getattr(live, "cpu_slot", -1) for live in server.WORKERS.values()}
     worker.cpu_slot = cpu_budget.free_slot(taken)
+    worker.health_socket = getattr(server, "health_socket", None)
 
 
 def post_fork(server, worker):
     cpu_budget.attach(worker.cpu_slot, worker.sockets)
+
+
+def post_worker_init(worker):
+    # The model is loaded (wsgi.py built the app): from now on this worker answers the health port too.
+    if worker.health_socket is not None:
+        from wsgi import app
+
+        health_port.serve(worker.health_socket, app.extensions["classifier"].name, stopping=lambda: not worker.alive)
 
 
 def on_starting(server):
@@ -65,13 +78,27 @@ def on_starting(server):
     try:
         config = settings.load()
         _check_deadlines(config)
+        # Once, here: gunicorn reads this file again on SIGHUP, and the port stays open across that.
+        server.health_socket = _open_health_port()
         preload(ModelSpec.from_settings(config))
     except (settings.ConfigError, ModelLoadError) as exc:
         _cannot_start(exc)
+    if server.health_socket is not None:
+        server.log.info("Health port: %s (GET /health)", _health_port)
     server.log.info("API keys: %s", f"on ({len(config['API_KEYS'])})" if config["API_KEYS"] else "off, every route is open")
     release_free_memory()  # what reading the weights left, before the workers inherit the heap
     # Before any worker forks: workers then count into files there, which /metrics adds up.
     server.log.info("Metrics folder: %s", metrics_multiprocess.prepare())
+
+
+def _open_health_port():
+    if _health_port is None:
+        return None
+    try:
+        return health_port.open_listener(_host, _health_port)
+    except OSError as exc:
+        reason = os.strerror(exc.errno) if exc.errno else exc  # without create_server's "(while attempting to bind ...)"
+        raise settings.ConfigError(f"HEALTH_PORT={_health_port} cannot be opened on {_host}: {reason}.") from None
 
 
 def _check_deadlines(config):

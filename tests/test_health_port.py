@@ -1,0 +1,87 @@
+"""HEALTH_PORT: /health on a port of its own, answered even while every worker is busy."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests import service
+from tests.hardening import wire
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, seeded_weights: Path) -> Iterator[service.Service]:
+    env = {"MODEL_WEIGHTS": str(seeded_weights), "HEALTH_PORT": str(service.free_port())}
+    running = service.start(tmp_path_factory.mktemp("health") / "gunicorn.log", env, workers=1)
+    running.health_url = f"http://127.0.0.1:{env['HEALTH_PORT']}"  # type: ignore[attr-defined]
+    yield running
+    running.stop()  # idempotent: the last test stops it already
+
+
+@contextmanager
+def worker_held_by_an_upload(server: service.Service) -> Iterator[socket.socket]:
+    """The only worker reading a body that has not all arrived: it takes no other request meanwhile."""
+    head = b"POST /classify HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nContent-Length: 100000\r\n\r\n"
+    with socket.create_connection(wire.address(server.url)) as upload:
+        upload.sendall(head + b"\xff\xd8")
+        yield upload
+
+
+def test_the_health_port_answers_while_the_only_worker_is_busy(server: service.Service) -> None:
+    with worker_held_by_an_upload(server):
+        with pytest.raises(requests.Timeout):  # the main port's /health queues behind the upload
+            requests.get(f"{server.url}/health", timeout=1.5)
+        answer = requests.get(f"{server.health_url}/health", timeout=5)  # type: ignore[attr-defined]
+    assert answer.status_code == 200
+    assert answer.json() == {"status": "ok", "model": "resnet18"}
+    assert answer.headers["Content-Type"] == "application/json"
+
+
+def test_the_health_port_serves_only_get_and_head_of_health_as_json(server: service.Service) -> None:
+    url = server.health_url  # type: ignore[attr-defined]
+    head = requests.head(f"{url}/health", timeout=5)
+    assert (head.status_code, head.content) == (200, b"")
+    missing = requests.get(f"{url}/classify", timeout=5)
+    assert (missing.status_code, missing.json()["error"]["code"]) == (404, "not_found")
+    posted = requests.post(f"{url}/health", data=b"x", timeout=5)
+    assert (posted.status_code, posted.json()["error"]["code"]) == (405, "method_not_allowed")
+    assert posted.headers["Allow"] == "GET, HEAD"
+    garbled = wire.exchange(url, b"NOT HTTP AT ALL\r\n\r\n", timeout=5)
+    assert (garbled.status, garbled.error_code) == (400, "bad_request")
+
+
+def test_the_health_port_says_503_while_a_stopping_worker_finishes_its_request(server: service.Service) -> None:
+    url = server.health_url  # type: ignore[attr-defined]
+    with worker_held_by_an_upload(server):
+        os.kill(server.master_pid(), signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while (answer := requests.get(f"{url}/health", timeout=5)).status_code == 200 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert answer.status_code == 503
+        assert answer.json()["status"] == "stopping"
+    assert server.stop() == 0
+
+
+def test_a_health_port_that_is_the_main_port_refuses_to_start(seeded_weights: Path) -> None:
+    port = str(service.free_port())
+    result = service.run_to_exit({"MODEL_WEIGHTS": str(seeded_weights), "PORT": port, "HEALTH_PORT": port})
+    assert result.returncode != 0
+    assert f"classify: cannot start: HEALTH_PORT={port} must differ from PORT." in result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_a_health_port_already_taken_refuses_to_start_in_one_line(seeded_weights: Path) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        result = service.run_to_exit({"MODEL_WEIGHTS": str(seeded_weights), "HEALTH_PORT": str(port)})
+    assert result.returncode != 0
+    assert f"classify: cannot start: HEALTH_PORT={port} cannot be opened on 127.0.0.1: Address already in use." in result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
