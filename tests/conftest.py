@@ -16,6 +16,7 @@ import torchvision
 from flask import Flask
 from flask.testing import FlaskClient
 from PIL import Image
+from werkzeug.test import TestResponse
 
 from app import create_app
 from tests.service import REPO
@@ -76,3 +77,11 @@ def image_bytes(mode: str = "RGB", size: tuple[int, int] = (64, 48), fmt: str = 
     buffer = io.BytesIO()
     Image.new(mode, size, color).save(buffer, format=fmt, **save)
     return buffer.getvalue()
+
+
+def upload(client: FlaskClient, *files: tuple[str, bytes, str], query: str = "", **form: str) -> TestResponse:
+    """POST /classify as multipart: each file as (field, content, filename), `form` as text fields."""
+    data: dict[str, Any] = dict(form)
+    for field, content, name in files:
+        data.setdefault(field, []).append((io.BytesIO(content), name))
+    return client.post(f"/classify{query}", data=data, content_type="multipart/form-data")

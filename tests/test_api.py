@@ -3,27 +3,18 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
 from app import create_app
-from tests.conftest import Photo, image_bytes
+from tests.conftest import Photo, image_bytes, upload
 from tests.hardening.answers import assert_error
 from tests.service import REPO
-
-
-def upload(client: FlaskClient, *files: tuple[str, bytes, str], query: str = "", **form: str):
-    data: dict[str, Any] = dict(form)
-    for field, content, name in files:
-        data.setdefault(field, []).append((io.BytesIO(content), name))
-    return client.post(f"/classify{query}", data=data, content_type="multipart/form-data")
 
 
 def test_multipart_upload_answers_top5_predictions(client: FlaskClient, jpeg: bytes) -> None:

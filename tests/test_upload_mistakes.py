@@ -10,10 +10,9 @@ from PIL import Image
 
 import images
 from app import create_app
-from tests.conftest import image_bytes
+from tests.conftest import image_bytes, upload
 from tests.hardening.answers import assert_error
 from tests.hardening.corpus import BOUNDARY, Part, multipart
-from tests.test_api import upload
 
 
 def message(response, status: int, code: str) -> str:
