@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import io
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import IO
 
 from flask import Request
+from werkzeug.datastructures import FileStorage
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.formparser import FormDataParser
 from werkzeug.http import parse_options_header
@@ -33,7 +37,14 @@ class InMemoryRequest(Request):
     def _get_file_stream(
         self, total_content_length: int | None, content_type: str | None, filename: str | None = None, content_length: int | None = None
     ) -> IO[bytes]:
-        return io.BytesIO()
+        stream = io.BytesIO()
+        self.file_streams.append(stream)
+        return stream
+
+    @cached_property
+    def file_streams(self) -> list[IO[bytes]]:
+        """Each file part's stream, in the order the parts came: request.files groups them by field name."""
+        return []
 
     def make_form_data_parser(self) -> FormDataParser:
         parser = super().make_form_data_parser()
@@ -63,9 +74,14 @@ class Upload:
     data: bytes
 
 
+def _files_in_order_sent(request: Request) -> list[tuple[str, FileStorage]]:
+    position = {id(stream): n for n, stream in enumerate(getattr(request, "file_streams", []))}
+    return sorted(request.files.items(multi=True), key=lambda item: position.get(id(item[1].stream), 0))
+
+
 def _multipart_uploads(request: Request) -> list[Upload]:
     uploads = []
-    for field, storage in request.files.items(multi=True):
+    for field, storage in _files_in_order_sent(request):
         if field not in IMAGE_FIELDS:
             continue
         data = storage.read()
@@ -74,9 +90,16 @@ def _multipart_uploads(request: Request) -> list[Upload]:
         uploads.append(Upload(storage.filename or None, data))
     if not uploads:
         raise _no_image(request)
-    if ignored := sorted({field for field, storage in request.files.items(multi=True) if field not in IMAGE_FIELDS and storage.filename}):
-        # Rather than classify some of what was sent and say nothing of the rest.
+    # Rather than classify some of what was sent and say nothing of the rest:
+    if ignored := [field for field, storage in request.files.items(multi=True) if field not in IMAGE_FIELDS and storage.filename]:
         raise APIError(400, "unexpected_field", f"Files were also sent in {_field_list(ignored)}, which are not read. {HOW_TO_SEND}")
+    if as_text := [field for field in IMAGE_FIELDS if any(request.form.getlist(field))]:
+        raise APIError(
+            400,
+            "unexpected_field",
+            f"The field '{as_text[0]}' also arrived as text, not as a file (its part has no filename), and is not read. "
+            f"With curl, put an @ before the path: -F {as_text[0]}=@photo.jpg.",
+        )
     return uploads
 
 
@@ -89,20 +112,22 @@ def _no_image(request: Request) -> APIError:
             f"The field '{as_text[0]}' arrived as text, not as a file (its part has no filename). "
             f"With curl, put an @ before the path: -F {as_text[0]}=@photo.jpg.",
         )
-    fields = sorted(set(request.files) | set(request.form))
+    fields = [*request.files, *request.form]
     got = f" The request had {_field_list(fields)}." if fields else " The request had no file in it."
     return APIError(400, "missing_image", f"No image was uploaded.{got} {HOW_TO_SEND}")
 
 
-def _field_list(names: list[str], most: int = 5, longest: int = 40) -> str:
+def _field_list(fields: Iterable[str | None], most: int = 5, longest: int = 40) -> str:
     """Field names for a message: the client's text, so bounded in count and length."""
+    names = sorted({field or "" for field in fields})  # a part may have no name at all (curl -F =@photo.jpg)
     shown = ", ".join(repr(name if len(name) <= longest else name[:longest] + "...") for name in names[:most])
     more = f" and {len(names) - most} more" if len(names) > most else ""
     return f"the field{'s' if len(names) > 1 else ''} {shown}{more}"
 
 
 def _looks_like_multipart(data: bytes) -> bool:
-    return data.startswith(b"--") and b"content-disposition: form-data" in data[:1024].lower()
+    # curl -F writes its parts as "attachment" when told the Content-Type is not multipart/form-data.
+    return data.startswith(b"--") and re.search(rb"content-disposition: *(form-data|attachment)", data[:1024].lower()) is not None
 
 
 def _raw_upload(request: Request) -> Upload:

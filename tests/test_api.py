@@ -14,6 +14,7 @@ from flask.testing import FlaskClient
 from app import create_app
 from tests.conftest import Photo, image_bytes, upload
 from tests.hardening.answers import assert_error
+from tests.hardening.corpus import BOUNDARY, Part, multipart
 from tests.service import REPO
 
 
@@ -46,6 +47,14 @@ def test_raw_body_as_octet_stream_names_its_file_from_content_disposition(client
         "/classify", data=jpeg, content_type="application/octet-stream", headers={"Content-Disposition": 'attachment; filename="x.jpg"'}
     )
     assert response.status_code == 200 and response.get_json()["filename"] == "x.jpg"
+
+
+def test_files_in_both_image_and_file_fields_are_answered_in_upload_order(client: FlaskClient) -> None:
+    png = image_bytes()
+    sent = [("image", png, "1.png"), ("file", png, "2.png"), ("image", png, "3.png"), ("file", png, "4.png")]
+    body = multipart(*(Part(field, content, name) for field, content, name in sent))
+    response = client.post("/classify", data=body, content_type=f"multipart/form-data; boundary={BOUNDARY}")
+    assert [entry["filename"] for entry in response.get_json()["results"]] == ["1.png", "2.png", "3.png", "4.png"]
 
 
 def test_several_files_are_answered_in_upload_order(client: FlaskClient, photos: list[Photo], app: Flask) -> None:

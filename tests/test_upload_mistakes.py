@@ -30,9 +30,10 @@ def test_an_image_field_sent_as_text_says_to_send_a_file(client: FlaskClient, jp
     assert "arrived as text" in text and "-F image=@" in text
 
 
-def test_a_form_sent_with_an_image_content_type_says_to_drop_the_header(client: FlaskClient, jpeg: bytes) -> None:
+@pytest.mark.parametrize("disposition", ["form-data", "attachment"])  # curl writes "attachment" under a non-form type
+def test_a_form_sent_with_an_image_content_type_says_to_drop_the_header(client: FlaskClient, jpeg: bytes, disposition: str) -> None:
     # curl -H 'Content-Type: image/jpeg' -F image=@photo.jpg: the form arrives as a "raw image".
-    body = multipart(Part("image", jpeg, "photo.jpg"))
+    body = multipart(Part("image", jpeg, "photo.jpg")).replace(b"form-data;", f"{disposition};".encode())
     text = message(client.post("/classify", data=body, content_type="image/jpeg"), 400, "malformed_multipart")
     assert "multipart/form-data" in text and "do not set Content-Type" in text
 
@@ -40,6 +41,23 @@ def test_a_form_sent_with_an_image_content_type_says_to_drop_the_header(client: 
 def test_files_in_other_fields_are_refused_rather_than_left_out(client: FlaskClient, jpeg: bytes) -> None:
     response = upload(client, ("image", jpeg, "a.jpg"), ("photo", jpeg, "b.jpg"))
     assert "'photo'" in message(response, 400, "unexpected_field")
+
+
+def test_an_image_field_sent_as_text_beside_a_file_is_refused_rather_than_left_out(client: FlaskClient, jpeg: bytes) -> None:
+    # curl -F image=@a.jpg -F 'image=<b.jpg': the second photo was meant as a file too.
+    body = multipart(Part("image", jpeg, "a.jpg"), Part("image", b"b.jpg", filename=None))
+    text = message(client.post("/classify", data=body, content_type=FORM), 400, "unexpected_field")
+    assert "'image' also arrived as text" in text and "-F image=@" in text
+
+
+@pytest.mark.parametrize("disposition", ['form-data; name=""; filename="a.png"', 'form-data; filename="a.png"'])
+def test_a_file_part_without_a_field_name_is_a_400_that_says_so_not_a_500(client: FlaskClient, jpeg: bytes, disposition: str) -> None:
+    # curl -F '=@a.png' sends a part whose name is empty; other clients leave the name out.
+    nameless = multipart(Part("x", jpeg)).replace(b'form-data; name="x"; filename="upload.jpg"', disposition.encode())
+    alone = client.post("/classify", data=nameless, content_type=FORM)
+    assert "the field ''" in message(alone, 400, "missing_image")
+    beside = multipart(Part("image", jpeg)).removesuffix(f"--{BOUNDARY}--\r\n".encode()) + nameless
+    assert "the field ''" in message(client.post("/classify", data=beside, content_type=FORM), 400, "unexpected_field")
 
 
 def test_field_names_quoted_back_are_bounded_in_number_and_length(client: FlaskClient, jpeg: bytes) -> None:
