@@ -14,7 +14,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 import cpu_budget
 import request_stats
 from errors import APIError
-from images import decode_image
+from images import decode_image, pixels_to_decode
 from model import Classifier, release_free_memory
 from upload import Upload, read_topk, read_uploads
 
@@ -49,9 +49,25 @@ class Prepared:
     tensor: torch.Tensor
 
 
+def _check_request_pixels(uploads: list[Upload], max_pixels: int, min_side: int | None) -> None:
+    # Each image is within MAX_IMAGE_PIXELS, but 32 of them, a few MB of PNG, would take minutes
+    # to decode: past TIMEOUT, the worker would be killed mid-request and the client get a 500.
+    budget = current_app.config["MAX_REQUEST_PIXELS"]
+    total = sum(pixels_to_decode(upload.data, max_pixels, min_side) for upload in uploads)
+    if total > budget:
+        raise APIError(
+            413,
+            "too_many_pixels",
+            f"The {len(uploads)} images have {total:,} pixels to decode together; at most {budget:,} are decoded "
+            "for one request. Send them in several requests.",
+        )
+
+
 def _prepare_all(uploads: list[Upload], model: Classifier) -> list[Prepared | APIError]:
     max_pixels = current_app.config["MAX_IMAGE_PIXELS"]
     min_side = model.decode_min_side if current_app.config["REDUCED_DECODE"] else None
+    if len(uploads) > 1:  # one image alone is bounded by MAX_IMAGE_PIXELS
+        _check_request_pixels(uploads, max_pixels, min_side)
 
     def prepare(upload: Upload) -> Prepared | APIError:
         try:
@@ -141,6 +157,7 @@ def model_info() -> Response:
     limits = {
         "max_upload_bytes": config["MAX_CONTENT_LENGTH"],
         "max_image_pixels": config["MAX_IMAGE_PIXELS"],
+        "max_request_pixels": config["MAX_REQUEST_PIXELS"],
         "max_files": config["MAX_FILES"],
         "default_topk": config["DEFAULT_TOPK"],
     }

@@ -164,6 +164,17 @@ def decode_image(data: bytes, max_pixels: int, min_side: int | None = None) -> D
         return _decode(data, max_pixels, min_side)
 
 
+def pixels_to_decode(data: bytes, max_pixels: int, min_side: int | None = None) -> int:
+    """How many pixels decode_image would produce, from the header alone (JPEGs at the scale they
+    would be decoded at); 0 for what cannot be opened, which decode_image then refuses itself."""
+    with contextlib.suppress(Exception), _pillow_limit(max_pixels):
+        image = _open(data, max_pixels)
+        if min_side:
+            _draft(image, min_side)
+        return image.width * image.height
+    return 0
+
+
 def _decode(data: bytes, max_pixels: int, min_side: int | None) -> DecodedImage:
     image = _open(data, max_pixels)
     width, height = image.size

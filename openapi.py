@@ -21,7 +21,7 @@ ERROR_CODES = {
     404: "`not_found`",
     405: "`method_not_allowed` (the `Allow` header lists the methods that are)",
     408: "`header_timeout`, `upload_timeout`",
-    413: "`payload_too_large`, `image_too_large`, `too_many_files`",
+    413: "`payload_too_large`, `image_too_large`, `too_many_files`, `too_many_pixels`",
     415: "`unsupported_media_type`, `invalid_image`, `unsupported_format`, `unsupported_dimensions`",
     500: "`internal_error`",
 }
@@ -190,7 +190,8 @@ def _schemas() -> dict[str, Any]:
                 "limits": {
                     "type": "object",
                     "properties": {
-                        name: {"type": "integer"} for name in ("max_upload_bytes", "max_image_pixels", "max_files", "default_topk")
+                        name: {"type": "integer"}
+                        for name in ("max_upload_bytes", "max_image_pixels", "max_request_pixels", "max_files", "default_topk")
                     },
                 },
             },
@@ -211,7 +212,8 @@ def _classify(config: Mapping[str, Any], num_classes: int) -> dict[str, Any]:
                 "Send photos as multipart/form-data in the field `image` (or `file`), several at once if you like, "
                 "or one photo as the raw body with an image Content-Type. "
                 f"Supported: JPEG, PNG, GIF, WebP, BMP, TIFF. At most {config['MAX_FILES']} files and {max_mb:g} MiB per request, "
-                f"{config['MAX_IMAGE_PIXELS']:,} pixels per image. A bad file among good ones does not fail the request: "
+                f"{config['MAX_IMAGE_PIXELS']:,} pixels per image and {config['MAX_REQUEST_PIXELS']:,} for all of a request's images. "
+                "A bad file among good ones does not fail the request: "
                 "its entry in `results` carries the error instead."
             ),
             "parameters": [

@@ -29,6 +29,7 @@ DEFAULTS: dict[str, Any] = {
     "WORKERS": 1,  # set by gunicorn.conf.py so each worker knows its share of the CPUs
     "MAX_CONTENT_LENGTH": 20 * MIB,
     "MAX_IMAGE_PIXELS": 100_000_000,
+    "MAX_REQUEST_PIXELS": 200_000_000,  # a request's images together, as decoded: bounds its decoding time
     "MAX_FILES": 32,
     "DEFAULT_TOPK": 5,
     "UPLOAD_TIMEOUT": 10.0,  # seconds for the whole request body to arrive (see body_guard.py)
@@ -120,6 +121,7 @@ ENVIRONMENT: dict[str, tuple[str, Callable[[str], Any]]] = {
     "CLASSIFY_WORKERS": ("WORKERS", positive_int),
     "MAX_UPLOAD_MB": ("MAX_CONTENT_LENGTH", _megabytes),
     "MAX_IMAGE_PIXELS": ("MAX_IMAGE_PIXELS", positive_int),
+    "MAX_REQUEST_PIXELS": ("MAX_REQUEST_PIXELS", positive_int),
     "MAX_FILES": ("MAX_FILES", positive_int),
     "DEFAULT_TOPK": ("DEFAULT_TOPK", positive_int),
     "UPLOAD_TIMEOUT": ("UPLOAD_TIMEOUT", _seconds),

@@ -150,6 +150,30 @@ def test_more_files_than_the_limit_is_a_413(seeded_weights: Path) -> None:
     assert_error(upload(app.test_client(), *[("image", small, f"{i}.png") for i in range(3)]), 413, "too_many_files")
 
 
+def test_images_over_the_request_pixel_budget_together_are_a_413(seeded_weights: Path) -> None:
+    app = create_app({"MODEL_WEIGHTS": str(seeded_weights), "MAX_IMAGE_PIXELS": 10_000, "MAX_REQUEST_PIXELS": 15_000})
+    client = app.test_client()
+    each = image_bytes("RGB", (100, 80))  # 8,000 pixels: within the per-image limit
+    assert upload(client, ("image", each, "alone.png")).status_code == 200
+    response = upload(client, ("image", each, "a.png"), ("image", each, "b.png"))
+    assert_error(response, 413, "too_many_pixels")
+    assert "16,000 pixels" in response.get_json()["error"]["message"]
+
+
+def test_a_few_megabytes_of_huge_pngs_are_refused_by_default_not_decoded_past_the_worker_timeout(client: FlaskClient) -> None:
+    # Each 10000x10000 (the per-image limit) and 1.5 KB; decoding 32 of them took minutes.
+    huge = image_bytes("1", (10_000, 10_000), "PNG")
+    assert_error(upload(client, *[("image", huge, f"{i}.png") for i in range(3)]), 413, "too_many_pixels")
+
+
+@pytest.mark.parametrize(("reduced", "status"), [(True, 200), (False, 413)])
+def test_large_jpegs_count_against_the_request_budget_at_their_decoded_scale(seeded_weights: Path, reduced: bool, status: int) -> None:
+    # 4000x3000 decodes at 1/4 scale, 1000x750, when REDUCED_DECODE is on.
+    app = create_app({"MODEL_WEIGHTS": str(seeded_weights), "REDUCED_DECODE": reduced, "MAX_REQUEST_PIXELS": 2 * 1000 * 750})
+    photo = image_bytes("RGB", (4000, 3000), "JPEG")
+    assert upload(app.test_client(), ("image", photo, "a.jpg"), ("image", photo, "b.jpg")).status_code == status
+
+
 def test_unknown_route_is_a_json_404(client: FlaskClient) -> None:
     assert_error(client.get("/nope"), 404, "not_found")
 

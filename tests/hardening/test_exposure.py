@@ -86,6 +86,7 @@ def test_a_bug_is_a_json_500_without_stack_trace_or_paths_even_with_flask_debug_
     [
         ("MAX_UPLOAD_MB", "3", "max_upload_bytes", 3 * 1024 * 1024),
         ("MAX_IMAGE_PIXELS", "5000000", "max_image_pixels", 5_000_000),
+        ("MAX_REQUEST_PIXELS", "6000000", "max_request_pixels", 6_000_000),
         ("MAX_FILES", "7", "max_files", 7),
     ],
 )
