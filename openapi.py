@@ -217,7 +217,14 @@ def _classify(config: Mapping[str, Any], num_classes: int) -> dict[str, Any]:
                 "its entry in `results` carries the error instead."
             ),
             "parameters": [
-                {"name": "topk", "in": "query", "required": False, "description": "How many classes to return.", "schema": topk},
+                {
+                    "name": "topk",
+                    "in": "query",
+                    "required": False,
+                    "description": f"How many classes to return (default {topk['default']}); counts over the form field.",
+                    # No default here: Swagger UI would fill it in, and this value would then override the form's.
+                    "schema": {name: value for name, value in topk.items() if name != "default"},
+                },
             ],
             "requestBody": {
                 "required": True,

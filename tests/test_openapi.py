@@ -64,9 +64,18 @@ def test_document_states_this_servers_limits(seeded_weights: Path) -> None:
     app = create_app({"TESTING": True, "MODEL_WEIGHTS": str(seeded_weights), "MAX_FILES": 3, "DEFAULT_TOPK": 7})
     document = app.test_client().get("/openapi.json").get_json()
     classify = document["paths"]["/classify"]["post"]
-    topk = next(p for p in classify["parameters"] if p.get("name") == "topk")["schema"]
-    assert (topk["minimum"], topk["maximum"], topk["default"]) == (1, 1000, 7)
+    query_topk = next(p for p in classify["parameters"] if p.get("name") == "topk")
+    assert (query_topk["schema"]["minimum"], query_topk["schema"]["maximum"]) == (1, 1000)
+    assert "default 7" in query_topk["description"]
+    form_topk = classify["requestBody"]["content"]["multipart/form-data"]["schema"]["properties"]["topk"]
+    assert (form_topk["minimum"], form_topk["maximum"], form_topk["default"]) == (1, 1000, 7)
     assert classify["requestBody"]["content"]["multipart/form-data"]["schema"]["properties"]["image"]["maxItems"] == 3
+
+
+def test_swagger_ui_fills_in_topk_only_in_the_form_so_editing_it_there_counts(document: dict[str, Any]) -> None:
+    # Swagger UI fills every parameter that has a default; the query string's topk overrides the form's.
+    query_topk = next(p for p in document["paths"]["/classify"]["post"]["parameters"] if p.get("name") == "topk")
+    assert "default" not in query_topk["schema"]
 
 
 def test_document_describes_both_upload_forms(document: dict[str, Any]) -> None:
