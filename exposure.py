@@ -41,5 +41,13 @@ def init_exposure(app: Flask) -> None:
     origins = app.config["CORS_ORIGINS"]
     if origins:
         # Keys travel in headers, never cookies: no credentials mode. Preflights are cached 10 min.
-        CORS(app, origins=origins, methods=["GET", "POST"], allow_headers=["Authorization", "X-API-Key", "Content-Type"], max_age=600)
+        # A page may send its own X-Request-ID and read the one answered (request_id.py).
+        CORS(
+            app,
+            origins=origins,
+            methods=["GET", "POST"],
+            allow_headers=["Authorization", "X-API-Key", "Content-Type", "X-Request-ID"],
+            expose_headers=["X-Request-ID"],
+            max_age=600,
+        )
         app.after_request(_vary_by_origin)

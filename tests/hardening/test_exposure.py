@@ -45,6 +45,16 @@ def test_cors_answers_only_the_allowed_origins(hardened_client: FlaskClient) -> 
         assert "Origin" in page.vary
 
 
+def test_a_page_from_an_allowed_origin_may_send_and_read_the_request_id(hardened_client: FlaskClient) -> None:
+    preflight = hardened_client.options(
+        "/classify", headers={"Origin": ORIGIN, "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "x-request-id"}
+    )
+    assert "x-request-id" in preflight.headers["Access-Control-Allow-Headers"].lower()
+    answer = hardened_client.get("/model", headers={**KEY, "Origin": ORIGIN, "X-Request-ID": "page-1"})
+    assert answer.headers["X-Request-ID"] == "page-1"
+    assert "x-request-id" in answer.headers["Access-Control-Expose-Headers"].lower()
+
+
 def test_a_preflight_from_an_allowed_origin_needs_no_key_and_allows_the_key_headers(hardened_client: FlaskClient) -> None:
     response = hardened_client.options(
         "/classify", headers={"Origin": ORIGIN, "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "x-api-key"}
