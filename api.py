@@ -16,7 +16,7 @@ import request_stats
 from errors import APIError
 from images import decode_image, pixels_to_decode
 from model import Classifier, release_free_memory
-from upload import Upload, read_topk, read_uploads
+from upload import Upload, read_topk, read_uploads, refuse_encoded_body
 
 bp = Blueprint("api", __name__)
 
@@ -111,6 +111,7 @@ def classify() -> Response | tuple[Response, int]:
 def _classify() -> Response | tuple[Response, int]:
     started = time.perf_counter()
     model = classifier()
+    refuse_encoded_body(request)
     topk = read_topk(request, current_app.config["DEFAULT_TOPK"], model.num_classes)
     uploads = read_uploads(request, current_app.config["MAX_FILES"])
 

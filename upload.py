@@ -145,6 +145,18 @@ def _raw_upload(request: Request) -> Upload:
     return Upload(options.get("filename"), data)
 
 
+def refuse_encoded_body(request: Request) -> None:
+    """A body sent compressed (Content-Encoding: gzip, ...) is refused, not read as a broken image."""
+    encodings = [coding.strip().lower() for coding in request.headers.get("Content-Encoding", "").split(",") if coding.strip()]
+    if any(coding != "identity" for coding in encodings):
+        raise APIError(
+            415,
+            "unsupported_media_type",
+            f"Content-Encoding {request.headers['Content-Encoding'][:40]!r} is not accepted: send the bytes as they are "
+            "(images are compressed already).",
+        )
+
+
 def read_uploads(request: Request, max_files: int) -> list[Upload]:
     """The uploaded images in the order sent, or an APIError saying what was wrong."""
     mimetype = request.mimetype

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import io
 
 import pytest
@@ -131,3 +132,14 @@ def test_topk_in_the_query_string_counts_over_the_form_and_empty_means_the_defau
 def test_a_trailing_slash_on_classify_is_forgiven(client: FlaskClient, jpeg: bytes) -> None:
     response = client.post("/classify/", data={"image": (io.BytesIO(jpeg), "a.jpg")}, content_type="multipart/form-data")
     assert response.status_code == 200 and response.get_json()["predictions"]
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate, gzip", "br"])
+def test_a_compressed_body_is_refused_for_its_encoding_not_read_as_a_bad_image(client: FlaskClient, jpeg: bytes, encoding: str) -> None:
+    for body, content_type in ((gzip.compress(jpeg), "image/jpeg"), (gzip.compress(multipart(Part("image", jpeg))), FORM)):
+        response = client.post("/classify", data=body, content_type=content_type, headers={"Content-Encoding": encoding})
+        assert f"Content-Encoding {encoding!r} is not accepted" in message(response, 415, "unsupported_media_type")
+
+
+def test_an_identity_content_encoding_is_read_as_it_is(client: FlaskClient, jpeg: bytes) -> None:
+    assert client.post("/classify", data=jpeg, content_type="image/jpeg", headers={"Content-Encoding": "identity"}).status_code == 200
