@@ -54,6 +54,9 @@ class InMemoryRequest(Request):
     def _load_form_data(self) -> None:
         try:
             super()._load_form_data()
+        except UnicodeDecodeError:  # werkzeug reads part headers as UTF-8 only
+            message = "A part's headers (its field name or filename) are not UTF-8 text: name the file in UTF-8 or ASCII."
+            raise APIError(400, "malformed_multipart", message) from None
         except ValueError:
             raise APIError(400, "malformed_multipart", f"The multipart body could not be read: {MULTIPART_HINT}") from None
         except RequestEntityTooLarge:

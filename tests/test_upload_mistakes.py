@@ -143,3 +143,10 @@ def test_a_compressed_body_is_refused_for_its_encoding_not_read_as_a_bad_image(c
 
 def test_an_identity_content_encoding_is_read_as_it_is(client: FlaskClient, jpeg: bytes) -> None:
     assert client.post("/classify", data=jpeg, content_type="image/jpeg", headers={"Content-Encoding": "identity"}).status_code == 200
+
+
+def test_a_filename_that_is_not_utf8_is_told_so_not_blamed_on_the_boundary(client: FlaskClient, jpeg: bytes) -> None:
+    # Older clients send a Latin-1 "café.jpg" as the byte \xe9.
+    body = multipart(Part("image", jpeg, "cafe.jpg")).replace(b"cafe.jpg", "caf\u00e9.jpg".encode("latin-1"))
+    text = message(client.post("/classify", data=body, content_type=FORM), 400, "malformed_multipart")
+    assert "not UTF-8" in text and "boundary" not in text
