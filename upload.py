@@ -101,9 +101,13 @@ def _multipart_uploads(request: Request) -> list[Upload]:
             400,
             "unexpected_field",
             f"The field '{as_text[0]}' also arrived as text, not as a file (its part has no filename), and is not read. "
-            f"With curl, put an @ before the path: -F {as_text[0]}=@photo.jpg.",
+            + _send_as_file(as_text[0]),
         )
     return uploads
+
+
+def _send_as_file(field: str) -> str:
+    return f"With curl, use -F {field}=@photo.jpg: an @ before the path, not <, and not --form-string (which sends text)."
 
 
 def _no_image(request: Request) -> APIError:
@@ -112,8 +116,7 @@ def _no_image(request: Request) -> APIError:
         return APIError(
             400,
             "missing_image",
-            f"The field '{as_text[0]}' arrived as text, not as a file (its part has no filename). "
-            f"With curl, put an @ before the path: -F {as_text[0]}=@photo.jpg.",
+            f"The field '{as_text[0]}' arrived as text, not as a file (its part has no filename). " + _send_as_file(as_text[0]),
         )
     fields = [*request.files, *request.form]
     got = f" The request had {_field_list(fields)}." if fields else " The request had no file in it."
