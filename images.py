@@ -62,6 +62,11 @@ def _sniff_unsupported(data: bytes) -> APIError | None:
         return _unsupported(f"SVG is a vector format; send a raster image ({SUPPORTED_NAMES}).")
     if head.startswith(b"%PDF"):
         return _unsupported(f"PDF documents are not images; send a raster image ({SUPPORTED_NAMES}).")
+    if data.startswith((b"II*\x00", b"MM\x00*")):  # a TIFF, but one Pillow has no mode for
+        return _unsupported(
+            "This TIFF's samples are not supported (for example floating-point or 32-bit colour, or more than "
+            "4 channels), or the file is damaged; save it as an 8- or 16-bit TIFF, PNG or JPEG."
+        )
     return _other_known_format(data)
 
 

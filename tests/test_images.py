@@ -132,8 +132,10 @@ def test_a_tiny_gif_announcing_a_huge_frame_is_refused_without_allocating_it() -
         (b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic", 415, "unsupported_format"),
         (image_bytes("RGB", (400, 300), "JPEG")[:300], 415, "invalid_image"),
         (image_bytes("RGB", (2000, 10), "PNG"), 415, "unsupported_dimensions"),
+        # An RGB TIFF declaring 32 bits per sample: valid TIFF, but no mode of Pillow's fits it.
+        (image_bytes("RGB", (8, 8), "TIFF").replace(b"\x08\x00" * 3, b"\x20\x00" * 3, 1), 415, "unsupported_format"),
     ],
-    ids=["empty", "text", "pdf", "svg", "heic", "truncated-jpeg", "strip"],
+    ids=["empty", "text", "pdf", "svg", "heic", "truncated-jpeg", "strip", "tiff-32-bit-rgb"],
 )
 def test_bad_uploads_are_refused_with_a_clear_code(data: bytes, status: int, code: str) -> None:
     with pytest.raises(APIError) as error:
