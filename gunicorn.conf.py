@@ -1,8 +1,8 @@
 """Gunicorn settings: `gunicorn -c gunicorn.conf.py` (what `make run` does).
 
 The master imports torch (so workers share those pages after the fork) but runs no torch
-compute: OpenMP thread pools do not survive a fork. It reads the weights once (model.preload);
-each worker builds its own model around them.
+compute: OpenMP thread pools do not survive a fork. It reads the weights, labels and keys once
+(model.preload, settings.hold_keys_file); each worker builds its own model from them.
 """
 
 import gc
@@ -74,13 +74,15 @@ def post_worker_init(worker):
 
 def on_starting(server):
     """Refuse to start, once and clearly, when the configuration or the weights are unusable.
-    Otherwise keep the weights, which every worker then shares (model.preload)."""
+    Otherwise keep the weights, labels and keys, which every worker is then built from
+    (model.preload, settings.hold_keys_file), whatever becomes of the files."""
     try:
         config = settings.load()
         _check_deadlines(config)
         # Once, here: gunicorn reads this file again on SIGHUP, and the port stays open across that.
         server.health_socket = _open_health_port()
         preload(ModelSpec.from_settings(config))
+        settings.hold_keys_file(config["API_KEYS_FILE"])
     except (settings.ConfigError, ModelLoadError) as exc:
         _cannot_start(exc)
     if server.health_socket is not None:
@@ -109,11 +111,14 @@ def _check_deadlines(config):
 
 
 def on_reload(server):
-    """SIGHUP: read the (perhaps replaced) weights again for the new workers to share."""
+    """SIGHUP: read the (perhaps replaced) weights, labels and keys file again for the new workers.
+    Unusable ones are refused, and the new workers serve what the old ones did."""
     try:
-        preload(ModelSpec.from_settings(settings.load()))
+        config = settings.load()
+        preload(ModelSpec.from_settings(config))
+        settings.hold_keys_file(config["API_KEYS_FILE"])
     except (settings.ConfigError, ModelLoadError) as exc:
-        server.log.error("classify: the new workers will not start: %s", exc)
+        server.log.error("classify: SIGHUP: %s The new workers serve what was read before.", exc)
     release_free_memory()
 
 

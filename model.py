@@ -302,19 +302,21 @@ def _from_factory(spec: ModelSpec, labels: list[str]) -> Classifier:
     return Classifier(spec, module, preprocess, labels, weights_path=None, weights_origin=f"MODEL_FACTORY={spec.factory}")
 
 
-# Weights the gunicorn master read before forking (`preload`), by file identity. A worker built
-# from them maps the master's pages, copy-on-write and never written, instead of reading its own
-# copy: one copy of the weights for all workers.
-_preloaded: dict[tuple[object, ...], dict[str, torch.Tensor]] = {}
+@dataclass(frozen=True)
+class Preloaded:
+    """What gunicorn's master read before forking (`preload`). Every worker it forks, a replacement
+    for a crashed one too, is built from this rather than from the files, which may have changed
+    since: so all workers serve one model, and a bad file on disk cannot stop a replacement. The
+    weights are the master's pages, mapped copy-on-write and never written: one copy for all."""
+
+    spec: ModelSpec
+    labels: list[str]
+    weights_path: Path | None = None  # None with MODEL_FACTORY: its code runs in each worker
+    state_dict: dict[str, torch.Tensor] | None = None
+    weights_sha256: str | None = None
 
 
-def _identity(path: Path) -> tuple[object, ...] | None:
-    """Changes when the file is replaced (a SIGHUP after new weights were put in place)."""
-    try:
-        stat = path.stat()
-    except OSError:
-        return None
-    return (str(path.resolve()), stat.st_ino, stat.st_size, stat.st_mtime_ns)
+_preloaded: Preloaded | None = None
 
 
 def _channels_last(tensor: torch.Tensor) -> torch.Tensor:
@@ -326,13 +328,13 @@ def _channels_last(tensor: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(array).permute(0, 3, 1, 2)
 
 
-def _torchvision_state(spec: ModelSpec) -> tuple[Any, Path, dict[str, Any]]:
+def _torchvision_state(spec: ModelSpec, kept: Preloaded | None = None) -> tuple[Any, Path, dict[str, Any]]:
     """The weights entry (preprocessing, URL), the weights file and its state dict."""
     try:
         entry = weights_source.torchvision_weights(spec.arch, spec.torchvision_weights)
+        if kept is not None and kept.weights_path is not None and kept.state_dict is not None:
+            return entry, kept.weights_path, kept.state_dict
         path = Path(spec.weights_file).expanduser() if spec.weights_file else weights_source.cache_path(entry)
-        if (shared := _preloaded.get(_identity(path) or ())) is not None:
-            return entry, path, shared
         if spec.weights_file:
             return entry, path, weights_source.load_local(path)
         return entry, path, weights_source.load_torchvision(entry, spec.download)
@@ -364,27 +366,30 @@ def _torchvision_module(spec: ModelSpec, num_classes: int, state_dict: dict[str,
     return module
 
 
-def _from_torchvision(spec: ModelSpec, labels: list[str]) -> Classifier:
-    entry, path, state_dict = _torchvision_state(spec)
+def _from_torchvision(spec: ModelSpec, labels: list[str], kept: Preloaded | None) -> Classifier:
+    entry, path, state_dict = _torchvision_state(spec, kept)
     module = _torchvision_module(spec, len(labels), state_dict, path)
     source = "MODEL_WEIGHTS" if spec.weights_file else f"torchvision {entry!r}"
-    return Classifier(spec, module, entry.transforms(), labels, weights_path=path, weights_origin=source)
+    classifier = Classifier(spec, module, entry.transforms(), labels, weights_path=path, weights_origin=source)
+    if kept is not None:
+        classifier.weights_sha256 = kept.weights_sha256  # of what the master read, not of the file as it is now
+    return classifier
 
 
 def preload(spec: ModelSpec) -> None:
-    """Check labels and weights and keep the weights for the workers, without torch compute: safe
-    in gunicorn's master before it forks. A bad configuration is reported once instead of by
-    every worker, and the workers share one copy of the weights. Raises ModelLoadError."""
-    _preloaded.clear()  # a reload reads the files again
+    """Check labels and weights and keep them for the workers (see Preloaded), without torch
+    compute: safe in gunicorn's master before it forks. A bad configuration is reported once
+    instead of by every worker. Raises ModelLoadError, and then keeps what it had."""
+    global _preloaded
     labels = read_labels(spec.labels_file or IMAGENET_LABELS)
     if spec.factory:
         _find_factory_module(spec.factory)
+        _preloaded = Preloaded(spec, labels)
         return  # the rest is user code, run in each worker: its import may already run torch compute
     _, path, state_dict = _torchvision_state(spec)
     shared = {name: _channels_last(tensor) for name, tensor in state_dict.items()}
     _assign_weights(spec, len(labels), shared, path)
-    if (identity := _identity(path)) is not None:
-        _preloaded[identity] = shared
+    _preloaded = Preloaded(spec, labels, path, shared, weights_source.file_sha256(path))
 
 
 def _first_line(exc: Exception) -> str:
@@ -395,7 +400,8 @@ def _first_line(exc: Exception) -> str:
 @functools.lru_cache(maxsize=4)
 def load_classifier(spec: ModelSpec) -> Classifier:
     """Build the model once per process (per spec); raises ModelLoadError with a readable message."""
-    labels = read_labels(spec.labels_file or IMAGENET_LABELS)
-    classifier = _from_factory(spec, labels) if spec.factory else _from_torchvision(spec, labels)
+    kept = _preloaded if _preloaded is not None and _preloaded.spec == spec else None
+    labels = kept.labels if kept is not None else read_labels(spec.labels_file or IMAGENET_LABELS)
+    classifier = _from_factory(spec, labels) if spec.factory else _from_torchvision(spec, labels, kept)
     release_free_memory()
     return classifier

@@ -164,6 +164,19 @@ def read_keys_file(path: str) -> list[str]:
     return keys
 
 
+# API_KEYS_FILE path -> its keys, as gunicorn's master read them (at start and on SIGHUP): its
+# workers, a replacement for a crashed one too, use these rather than the file as it is by then.
+_held_keys: dict[str, list[str]] = {}
+
+
+def hold_keys_file(path: str | None) -> None:
+    """In gunicorn's master: read the keys file once for every worker it forks from now on."""
+    keys = read_keys_file(path) if path else []
+    _held_keys.clear()
+    if path:
+        _held_keys[path] = keys
+
+
 def load(overrides: Mapping[str, Any] | None = None, with_keys_file: bool = True) -> dict[str, Any]:
     """Defaults, then the environment, then explicit overrides (tests, embedding apps).
 
@@ -174,6 +187,6 @@ def load(overrides: Mapping[str, Any] | None = None, with_keys_file: bool = True
     settings.update(overrides or {})
     if settings["PRECISION"] not in {"fp32", "bf16"}:
         raise ConfigError(f"PRECISION={settings['PRECISION']!r} is not valid: use fp32 or bf16.")
-    if settings["API_KEYS_FILE"] and with_keys_file:
-        settings["API_KEYS"] = [*settings["API_KEYS"], *read_keys_file(settings["API_KEYS_FILE"])]
+    if (path := settings["API_KEYS_FILE"]) and with_keys_file:
+        settings["API_KEYS"] = [*settings["API_KEYS"], *(_held_keys[path] if path in _held_keys else read_keys_file(path))]
     return settings

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -168,29 +169,47 @@ def own_weights(tmp_path: Path, seeded_weights: Path) -> Path:
     return weights
 
 
-def test_workers_use_the_weights_the_master_preloaded_without_a_copy(own_weights: Path, seeded_weights: Path) -> None:
-    spec = ModelSpec(weights_file=str(own_weights))
-    try:
-        model.preload(spec)  # what the gunicorn master does before forking
-        preloaded = {t.untyped_storage().data_ptr() for state in model._preloaded.values() for t in state.values()}
-        built = [*load_classifier(spec).module.parameters()]
-        shared = sum(p.numel() for p in built if p.untyped_storage().data_ptr() in preloaded)
-        assert shared / sum(p.numel() for p in built) > 0.98  # all but the 1x1 convolutions' few KB
-        expected = torch.load(seeded_weights, weights_only=True)["conv1.weight"]
-        assert torch.equal(load_classifier(spec).module.get_parameter("conv1.weight"), expected)
-    finally:
-        model._preloaded.clear()
+@pytest.fixture
+def master_preload() -> Iterator[None]:
+    """model.preload as gunicorn's master calls it; forgotten after the test."""
+    yield
+    model._preloaded = None
 
 
-def test_a_replaced_weights_file_is_read_again_not_taken_from_the_preload(tmp_path: Path, own_weights: Path) -> None:
+def test_workers_use_the_weights_the_master_preloaded_without_a_copy(own_weights: Path, seeded_weights: Path, master_preload: None) -> None:
     spec = ModelSpec(weights_file=str(own_weights))
-    try:
+    model.preload(spec)  # what the gunicorn master does before forking
+    assert model._preloaded is not None and model._preloaded.state_dict is not None
+    preloaded = {t.untyped_storage().data_ptr() for t in model._preloaded.state_dict.values()}
+    built = [*load_classifier(spec).module.parameters()]
+    shared = sum(p.numel() for p in built if p.untyped_storage().data_ptr() in preloaded)
+    assert shared / sum(p.numel() for p in built) > 0.98  # all but the 1x1 convolutions' few KB
+    expected = torch.load(seeded_weights, weights_only=True)["conv1.weight"]
+    assert torch.equal(load_classifier(spec).module.get_parameter("conv1.weight"), expected)
+
+
+def test_a_worker_built_after_the_weights_file_changed_still_serves_what_the_master_read(
+    tmp_path: Path, own_weights: Path, seeded_weights: Path, master_preload: None
+) -> None:
+    # A replacement for a crashed worker, after an operator put new weights in place but before
+    # any SIGHUP: it must serve the model the other workers serve, and say so in GET /model.
+    spec = ModelSpec(weights_file=str(own_weights))
+    model.preload(spec)
+    harness.seeded_weights(tmp_path / "new.pth", seed=1).replace(own_weights)
+    classifier = load_classifier(spec)
+    expected = torch.load(seeded_weights, weights_only=True)["fc.bias"]
+    assert torch.equal(classifier.module.get_parameter("fc.bias"), expected)
+    assert classifier.weights_sha256 == hashlib.sha256(seeded_weights.read_bytes()).hexdigest()
+
+
+def test_a_preload_of_unusable_weights_keeps_the_previous_one(own_weights: Path, seeded_weights: Path, master_preload: None) -> None:
+    # A SIGHUP with a broken file: the new workers keep serving, with the weights read before.
+    spec = ModelSpec(weights_file=str(own_weights))
+    model.preload(spec)
+    own_weights.write_bytes(b"half a file")
+    with pytest.raises(ModelLoadError):
         model.preload(spec)
-        harness.seeded_weights(tmp_path / "new.pth", seed=1).replace(own_weights)  # as an operator swaps weights before a SIGHUP
-        _, _, state = model._torchvision_state(spec)
-        assert torch.equal(state["fc.bias"], torch.load(own_weights, weights_only=True)["fc.bias"])
-    finally:
-        model._preloaded.clear()
+    assert torch.equal(load_classifier(spec).module.get_parameter("fc.bias"), torch.load(seeded_weights, weights_only=True)["fc.bias"])
 
 
 @pytest.mark.parametrize("target", ["no_such_module:build", "tests.no_such_module:build", "no_colon"])
@@ -200,7 +219,9 @@ def test_the_master_finds_a_misspelt_factory_module_without_running_user_code(ta
         model.preload(ModelSpec(factory=target))
 
 
-def test_the_master_runs_no_code_of_the_factory_module_or_its_packages(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_master_runs_no_code_of_the_factory_module_or_its_packages(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, master_preload: None
+) -> None:
     # An import may build a model, i.e. run torch compute, which the forked workers would hang on.
     package = tmp_path / "userpkg"
     package.mkdir()

@@ -14,6 +14,7 @@ from flask.testing import FlaskClient
 
 import access
 from app import create_app
+from scripts.procs import children, wait_for_workers
 from settings import ConfigError
 from tests import service
 from tests.hardening.conftest import API_KEY
@@ -134,6 +135,19 @@ def test_a_sighup_makes_the_new_workers_take_the_rotated_keys_file(tmp_path: Pat
         while any(status("new-key") != 200 for _ in range(4)) and time.monotonic() < deadline:
             time.sleep(0.2)
         assert (status("old-key"), status("new-key")) == (401, 200)
+        # Changed again without a SIGHUP: workers that replace crashed ones keep the master's keys.
+        keys_file.write_text("third-key\n")
+        master = live.master_pid()
+        victims = children(master)
+        for victim in victims:
+            os.kill(victim, signal.SIGKILL)
+        workers = wait_for_workers(master, 2, exclude=set(victims))
+        assert (status("new-key"), status("third-key")) == (200, 401)
+        # A SIGHUP with an unusable keys file keeps the keys read before, rather than stopping the server.
+        keys_file.write_text("# no keys left\n")
+        os.kill(master, signal.SIGHUP)
+        wait_for_workers(master, 2, exclude=set(workers))
+        assert (status("new-key"), status("third-key")) == (200, 401)
 
 
 def test_an_options_request_that_is_not_a_cors_preflight_needs_a_key(hardened_client: FlaskClient) -> None:

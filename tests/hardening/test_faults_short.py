@@ -6,7 +6,9 @@ ends it. Each still holds on its own: the fixture starts the server for whicheve
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +17,7 @@ import requests
 
 from scripts.fault_scenarios import sighup_under_load, sigkill_under_load, sigterm_with_requests_in_flight
 from scripts.harness import photo_payloads, seeded_weights
+from scripts.procs import children, wait_for_workers
 from tests import service
 
 
@@ -51,6 +54,31 @@ def test_sighup_replaces_every_worker_with_new_weights_and_no_failed_request(
     assert len(result.run.outcomes) > 8
     assert not set(result.workers_before) & set(result.workers_after)
     assert result.notes["sha_after"] == result.notes["sha_file"] != result.notes["sha_before"]
+
+
+def test_a_broken_weights_file_stops_neither_a_replacement_worker_nor_a_sighup(
+    chaos: service.Service, served_weights: Path, jpeg: bytes
+) -> None:
+    # Workers are built from what the master read, not from the file as it is now.
+    def served() -> tuple[str, str]:
+        sha = requests.get(f"{chaos.url}/model", timeout=30).json()["weights"]["sha256"]
+        answer = requests.post(f"{chaos.url}/classify", data=jpeg, headers={"Content-Type": "image/jpeg"}, timeout=30).json()
+        return sha, answer["predictions"][0]["label"]
+
+    before = served()
+    master = chaos.master_pid()
+    broken = served_weights.with_name("broken.pth")
+    broken.write_bytes(served_weights.read_bytes()[:1000])
+    broken.replace(served_weights)
+    victims = children(master)  # both, so that replacements answer what follows
+    for victim in victims:
+        os.kill(victim, signal.SIGKILL)
+    workers = wait_for_workers(master, 2, exclude=set(victims))
+    assert served() == before
+    os.kill(master, signal.SIGHUP)
+    wait_for_workers(master, 2, exclude=set(workers))
+    assert served() == before
+    assert "classify: SIGHUP: " in chaos.log() and "The new workers serve what was read before." in chaos.log()
 
 
 def test_sigterm_lets_in_flight_requests_finish_then_exits_0(chaos: service.Service) -> None:
