@@ -1,4 +1,4 @@
-# classify, CPU only.  docker build -t classify .  &&  docker run --rm -p 8000:8000 classify
+# classify, CPU only.  docker build -t classify .  &&  docker run --rm -p 8000:8000 --stop-timeout 35 classify
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \

@@ -21,13 +21,12 @@ The semaphore and the per-worker token counts are created by the gunicorn master
 from __future__ import annotations
 
 import multiprocessing
-import socket
-import struct
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
+import listen_queue
 from cpus import available_cpus
 
 T = TypeVar("T")
@@ -69,16 +68,8 @@ def attach(slot: int, listeners: Sequence[Any] = ()) -> None:
 
 def _clients_waiting() -> bool:
     """Whether connections wait in a listen queue for a worker to take them: then the idle CPUs
-    are about to be needed. (Linux reports a listening socket's queue length in TCP_INFO's
-    "unacked" field.)"""
-    for listener in _listeners:
-        try:
-            info = listener.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 32)
-        except (OSError, AttributeError):
-            continue
-        if len(info) >= 28 and struct.unpack_from("I", info, 24)[0] > 0:
-            return True
-    return False
+    are about to be needed."""
+    return any(listen_queue.waiting(listener) > 0 for listener in _listeners)
 
 
 def release(slot: int) -> None:

@@ -26,6 +26,7 @@ from typing import Any
 from gunicorn import util
 from gunicorn.workers import sync
 
+import listen_queue
 import request_id
 import settings
 from errors import INTERNAL_ERROR_MESSAGE
@@ -145,6 +146,26 @@ class SyncWorker(sync.SyncWorker):
         # Not the keys file: its errors are for wsgi.py to report, cleanly, when it builds the app.
         self.header_timeout = settings.load(with_keys_file=False)["HEADER_TIMEOUT"]
         super().init_process()  # runs the worker loop; returns only when the worker exits
+
+    def run(self) -> None:
+        super().run()  # returns once told to stop (SIGTERM), or when the master is gone
+        if not self.alive and self.is_parent_alive():
+            self._answer_queued()
+
+    def _answer_queued(self) -> None:
+        """On SIGTERM the master closes its copy of the listening socket, and when the last worker
+        exits, connections still queued there are reset: requests clients had already sent. Each
+        worker answers as many as were queued when it stopped; a queue that keeps filling (no load
+        balancer draining traffic first, or a SIGHUP's new workers booting) is left to the others."""
+        for listener in self.sockets:
+            for _ in range(listen_queue.waiting(listener)):
+                self.notify()
+                try:
+                    self.accept(listener)
+                except BlockingIOError:
+                    break  # the other workers took the rest
+                except ConnectionAbortedError:
+                    continue  # its client left
 
     def accept(self, listener: Any) -> None:
         client, addr = listener.accept()
