@@ -18,11 +18,28 @@ from flask.testing import FlaskClient
 from PIL import Image
 from werkzeug.test import TestResponse
 
+import settings
 from app import create_app
 from tests.service import REPO
 
 SHARED = Path(os.environ.get("SHARED_DIR", REPO.parent / "shared"))
 SAMPLES = SHARED / "images" / "imagenet-samples"
+
+
+# The service's settings a developer's shell may export (API_KEYS, MAX_FILES, PORT, ...): no test
+# may depend on them. A test that wants one sets it.
+SERVICE_VARIABLES = [
+    *settings.ENVIRONMENT,
+    *("HOST", "PORT", "HEALTH_PORT", "WEB_CONCURRENCY", "TIMEOUT", "GRACEFUL_TIMEOUT", "PROMETHEUS_MULTIPROC_DIR", "GUNICORN_CMD_ARGS"),
+]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_service_settings_from_the_shell() -> Iterator[None]:
+    with pytest.MonkeyPatch.context() as patch:
+        for name in SERVICE_VARIABLES:
+            patch.delenv(name, raising=False)
+        yield
 
 
 @dataclass(frozen=True)
