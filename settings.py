@@ -164,6 +164,16 @@ def read_keys_file(path: str) -> list[str]:
     return keys
 
 
+def _parsed(overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """A mapping's text values read as their environment variable would be: API_KEYS="a,b" is two
+    keys, not the characters of one, and MAX_FILES="2" a number."""
+    parsed = dict(overrides)
+    for name, (key, parse) in ENVIRONMENT.items():
+        if name == key and isinstance(value := overrides.get(key), str):
+            parsed[key] = environment_value(name, parse, DEFAULTS.get(key), {name: value})
+    return parsed
+
+
 # API_KEYS_FILE path -> its keys, as gunicorn's master read them (at start and on SIGHUP): its
 # workers, a replacement for a crashed one too, use these rather than the file as it is by then.
 _held_keys: dict[str, list[str]] = {}
@@ -184,7 +194,7 @@ def load(overrides: Mapping[str, Any] | None = None, with_keys_file: bool = True
     (before any worker builds a model), and the workers a SIGHUP starts read rotated keys."""
     settings = dict(DEFAULTS)
     settings.update(from_environment())
-    settings.update(overrides or {})
+    settings.update(_parsed(overrides or {}))
     if settings["PRECISION"] not in {"fp32", "bf16"}:
         raise ConfigError(f"PRECISION={settings['PRECISION']!r} is not valid: use fp32 or bf16.")
     if (path := settings["API_KEYS_FILE"]) and with_keys_file:

@@ -32,6 +32,19 @@ def test_without_keys_configured_every_route_is_open(client: FlaskClient) -> Non
     assert client.get("/model").status_code == 200
 
 
+def test_keys_given_to_create_app_as_text_are_read_like_the_environment_variable(seeded_weights: Path) -> None:
+    # As a string, API_KEYS was iterated character by character: every single character was a key.
+    client = create_app({"MODEL_WEIGHTS": str(seeded_weights), "API_KEYS": "s3cret-key, other-key"}).test_client()
+    statuses = [client.get("/model", headers={"X-API-Key": key}).status_code for key in ("s3cret-key", "other-key", "s", "-")]
+    assert statuses == [200, 200, 401, 401]
+
+
+def test_other_settings_given_as_text_are_parsed_and_checked_too(seeded_weights: Path) -> None:
+    assert create_app({"MODEL_WEIGHTS": str(seeded_weights), "MAX_FILES": "2"}).config["MAX_FILES"] == 2
+    with pytest.raises(ConfigError, match="MAX_FILES='two' is not valid"):
+        create_app({"MODEL_WEIGHTS": str(seeded_weights), "MAX_FILES": "two"})
+
+
 def test_a_request_without_a_key_is_a_401_with_a_bearer_challenge(hardened_client: FlaskClient) -> None:
     assert_unauthorized(hardened_client.get("/model"), invalid=False)
     assert_unauthorized(hardened_client.post("/classify", data=b"x", content_type="image/jpeg"), invalid=False)
