@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import re
+import threading
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -91,16 +92,29 @@ def _other_known_format(data: bytes) -> APIError | None:
     return None
 
 
+_limit_lock = threading.Lock()
+_limit_users: list[int] = []  # the limits of the decodes under way, in this process's threads
+_limit_before: list[int | None] = []  # Pillow's own, put back when the last of them ends
+
+
 @contextlib.contextmanager
 def _pillow_limit(max_pixels: int) -> Iterator[None]:
     """Pillow's own check must stay on: Image.open already allocates for some formats (a GIF's first
     frame) before our check can run. Tied to our limit while we decode, so that it never refuses
-    what we serve; put back after, for any other code in the process."""
-    previous, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, max_pixels
+    what we serve; put back after, for any other code in the process. Decodes run in several
+    threads at once (a batch), so the global is set by the first to start and put back by the last
+    to end; meanwhile it is the largest of their limits."""
+    with _limit_lock:
+        if not _limit_users:
+            _limit_before[:] = [Image.MAX_IMAGE_PIXELS]
+        _limit_users.append(max_pixels)
+        Image.MAX_IMAGE_PIXELS = max(_limit_users)
     try:
         yield
     finally:
-        Image.MAX_IMAGE_PIXELS = previous
+        with _limit_lock:
+            _limit_users.remove(max_pixels)
+            Image.MAX_IMAGE_PIXELS = max(_limit_users) if _limit_users else _limit_before[0]
 
 
 def _open(data: bytes, max_pixels: int) -> Image.Image:

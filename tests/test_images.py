@@ -10,6 +10,7 @@ import zlib
 import pytest
 from PIL import Image
 
+import images
 from errors import APIError
 from images import decode_image, to_rgb
 from tests.conftest import image_bytes
@@ -105,6 +106,18 @@ def test_decompression_bomb_is_refused_from_its_header() -> None:
         decode_image(bomb, LIMIT)
     assert (error.value.status, error.value.code) == (413, "image_too_large")
     assert "900,000,000 pixels" in error.value.message  # the answer says how large, however large
+
+
+def test_pillows_limit_holds_for_every_decode_under_way_in_other_threads_and_is_put_back_after() -> None:
+    # A batch decodes in several threads: one ending must not drop the limit of one still going.
+    before = Image.MAX_IMAGE_PIXELS
+    first, second = images._pillow_limit(300_000_000), images._pillow_limit(200_000_000)
+    first.__enter__()
+    second.__enter__()
+    first.__exit__(None, None, None)
+    assert Image.MAX_IMAGE_PIXELS == 200_000_000  # not Pillow's default while the second decodes
+    second.__exit__(None, None, None)
+    assert before == Image.MAX_IMAGE_PIXELS
 
 
 def test_a_tiny_gif_announcing_a_huge_frame_is_refused_without_allocating_it() -> None:
