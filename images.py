@@ -154,9 +154,11 @@ def _draft(image: Image.Image, min_side: int) -> None:
 
 def _high_bit_depth_to_8bit(image: Image.Image) -> Image.Image:
     # Pillow's convert("RGB") clips 16-bit values at 255 (a mostly white picture); scale instead.
-    array = np.asarray(image, dtype=np.float64)
+    array = np.nan_to_num(np.asarray(image, dtype=np.float64))
     if image.mode != "F":
         array = array / 257.0  # 0..65535 -> 0..255
+    elif array.size and array.max() <= 1.0:
+        array = array * 255.0  # floating-point pictures are usually 0..1; read as 0..255 they were black
     return Image.fromarray(np.clip(array, 0, 255).round().astype(np.uint8), mode="L")
 
 

@@ -41,6 +41,11 @@ def test_sixteen_bit_grey_is_scaled_not_clipped_to_white() -> None:
     assert grey.getpixel((0, 0)) == (128, 128, 128)
 
 
+@pytest.mark.parametrize(("value", "grey"), [(0.5, 128), (1.0, 255), (128.0, 128), (300.0, 255)])
+def test_floating_point_grey_is_read_as_0_to_1_when_it_stays_within_it(value: float, grey: int) -> None:
+    assert decode(image_bytes("F", (8, 8), "TIFF", color=value)).getpixel((0, 0)) == (grey, grey, grey)
+
+
 def test_transparent_pixels_become_white_not_black() -> None:
     assert decode(image_bytes("RGBA", (8, 8), "PNG", color=(0, 0, 0, 0))).getpixel((0, 0)) == (255, 255, 255)
     half = decode(image_bytes("LA", (8, 8), "PNG", color=(0, 128)))
