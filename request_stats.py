@@ -15,7 +15,7 @@ class RequestStats:
     upload_bytes: int = 0  # their bytes, as uploaded
     classified: int = 0  # images that went through the model
     rejected: list[str] = field(default_factory=list)  # error codes of the files refused
-    inference_seconds: float | None = None  # preprocessing and forward pass of the batch
+    inference_seconds: float | None = None  # the forward pass of the batch (preprocessing is counted with decoding)
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.started

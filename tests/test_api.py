@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -71,12 +73,24 @@ def test_several_files_are_answered_in_upload_order(client: FlaskClient, photos:
             assert batched["probability"] == pytest.approx(alone["probability"], abs=1e-5)
 
 
+def test_decode_time_leaves_out_the_time_the_upload_took_to_arrive(client: FlaskClient, jpeg: bytes) -> None:
+    class SlowBody(io.BytesIO):
+        def read(self, size: int | None = -1) -> bytes:
+            time.sleep(0.1)  # a slow client link
+            return super().read(size)
+
+    response = client.post("/classify", input_stream=SlowBody(jpeg), content_type="image/jpeg", content_length=len(jpeg))
+    timing = response.get_json()["timing_ms"]
+    assert timing["total"] - timing["decode"] - timing["model"] >= 100
+
+
 def test_a_bad_file_among_good_ones_is_reported_in_its_place(client: FlaskClient, jpeg: bytes) -> None:
     response = upload(client, ("image", jpeg, "good.jpg"), ("image", b"not an image", "bad.jpg"), ("image", jpeg, "good2.jpg"))
     assert response.status_code == 200
     results = response.get_json()["results"]
     assert [("predictions" in r, "error" in r) for r in results] == [(True, False), (False, True), (True, False)]
     assert results[1] == {"filename": "bad.jpg", "error": {"code": "invalid_image", "message": results[1]["error"]["message"]}}
+    assert "JPEG, PNG" in results[1]["error"]["message"]  # it says what would be read
 
 
 def test_when_every_file_is_bad_the_request_fails_with_the_first_reason(client: FlaskClient) -> None:
