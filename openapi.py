@@ -6,8 +6,9 @@ from collections.abc import Mapping
 from typing import Any
 
 import access
-from images import SUPPORTED_FORMATS
+from images import SUPPORTED_FORMATS, SUPPORTED_NAMES
 from model import Classifier
+from settings import MIB
 
 OPENAPI_VERSION = "3.0.3"  # 3.0 rather than 3.1: Swagger UI, Postman's importer and most generators handle its file uploads
 API_VERSION = "1.0.0"
@@ -203,7 +204,7 @@ def _classify(config: Mapping[str, Any], num_classes: int) -> dict[str, Any]:
     topk = {"type": "integer", "minimum": 1, "maximum": num_classes, "default": min(config["DEFAULT_TOPK"], num_classes)}
     binary = {"type": "string", "format": "binary"}
     files = {"type": "array", "items": binary, "maxItems": config["MAX_FILES"]}
-    max_mb = config["MAX_CONTENT_LENGTH"] / (1024 * 1024)
+    max_mb = config["MAX_CONTENT_LENGTH"] / MIB
     return {
         "post": {
             "operationId": "classify",
@@ -211,7 +212,7 @@ def _classify(config: Mapping[str, Any], num_classes: int) -> dict[str, Any]:
             "description": (
                 "Send photos as multipart/form-data in the field `image` (or `file`), several at once if you like, "
                 "or one photo as the raw body with an image Content-Type. "
-                f"Supported: JPEG, PNG, GIF, WebP, BMP, TIFF. At most {config['MAX_FILES']} files and {max_mb:g} MiB per request, "
+                f"Supported: {SUPPORTED_NAMES}. At most {config['MAX_FILES']} files and {max_mb:g} MiB per request, "
                 f"{config['MAX_IMAGE_PIXELS']:,} pixels per image and {config['MAX_REQUEST_PIXELS']:,} for all of a request's images. "
                 "A bad file among good ones does not fail the request: "
                 "its entry in `results` carries the error instead."

@@ -13,6 +13,7 @@ from flask.testing import FlaskClient
 from openapi_schema_validator import OAS30Validator
 from openapi_spec_validator import validate
 
+import images
 from app import create_app
 
 AUTOMATIC_METHODS = {"HEAD", "OPTIONS"}  # werkzeug adds them to every rule
@@ -76,6 +77,10 @@ def test_swagger_ui_fills_in_topk_only_in_the_form_so_editing_it_there_counts(do
     # Swagger UI fills every parameter that has a default; the query string's topk overrides the form's.
     query_topk = next(p for p in document["paths"]["/classify"]["post"]["parameters"] if p.get("name") == "topk")
     assert "default" not in query_topk["schema"]
+
+
+def test_document_names_the_formats_this_server_reads(document: dict[str, Any]) -> None:
+    assert f"Supported: {images.SUPPORTED_NAMES}." in document["paths"]["/classify"]["post"]["description"]
 
 
 def test_document_describes_both_upload_forms(document: dict[str, Any]) -> None:
