@@ -73,7 +73,7 @@ def write_json_error(sock: Any, status_int: int, reason: str, mesg: str) -> None
     code = GUNICORN_CODES.get(status_int) or reason.lower().replace(" ", "_")
     message = _readable(mesg) or (INTERNAL_ERROR_MESSAGE if status_int >= 500 else reason)
     body = json.dumps({"error": {"code": code, "message": message}}).encode()
-    rid = request_id.choose(None)  # the request's own header was not read, or could not be
+    rid = request_id.choose(_incoming_request_id())  # a new one if its headers were not read, or could not be
     head = (
         f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
         f"{_SECURITY_HEADER_LINES}{request_id.HEADER}: {rid}\r\nContent-Length: {len(body)}\r\n\r\n"
@@ -85,6 +85,12 @@ def write_json_error(sock: Any, status_int: int, reason: str, mesg: str) -> None
 # The request SyncWorker.handle_error is answering, for write_json_error, which gunicorn gives only
 # the socket: a sync worker answers one request at a time.
 _answering: dict[str, Any] = {}
+
+
+def _incoming_request_id() -> str | None:
+    # A request past TIMEOUT had its headers parsed: keep the caller's id, for the one answer that most needs tracing.
+    headers = getattr(_answering.get("req"), "headers", None) or []
+    return next((value for name, value in headers if name.upper() == request_id.HEADER.upper()), None)
 
 
 def _account(status: int, rid: str, response_bytes: int) -> None:

@@ -16,7 +16,7 @@ import requests
 from cpus import available_cpus
 from scripts.procs import children
 from tests import service
-from tests.conftest import Photo
+from tests.conftest import Photo, image_bytes
 from tests.hardening import wire
 
 
@@ -121,6 +121,19 @@ def test_sigterm_answers_the_requests_already_queued_not_only_those_in_flight(tm
         assert [wire.parse(wire.read_to_close(sock, tolerate=OSError)).status for sock in queued] == [200, 200, 200]
     finally:
         assert running.stop() == 0
+
+
+def test_a_request_past_timeout_is_answered_500_with_its_own_request_id(tmp_path: Path, seeded_weights: Path) -> None:
+    # Eight 10000x10000 PNGs, the pixel budget raised for them, take seconds to decode: gunicorn
+    # kills the worker at TIMEOUT and answers for it. The caller's id must survive, in the header and the log.
+    env = {"MODEL_WEIGHTS": str(seeded_weights), "TIMEOUT": "1", "UPLOAD_TIMEOUT": "0.5", "HEADER_TIMEOUT": "0.5"}
+    huge = image_bytes("1", (10_000, 10_000), "PNG")
+    with service.running(tmp_path / "log", {**env, "MAX_REQUEST_PIXELS": str(10**9)}, workers=1) as running:
+        files = [("image", (f"{n}.png", huge, "image/png")) for n in range(8)]
+        answer = requests.post(f"{running.url}/classify", files=files, headers={"X-Request-ID": "slow-1"}, timeout=60)
+        assert (answer.status_code, answer.json()["error"]["code"]) == (500, "internal_error")
+        assert answer.headers["X-Request-ID"] == "slow-1"
+        assert [line["status"] for line in running.log_lines() if line["request_id"] == "slow-1"] == [500]
 
 
 @pytest.mark.parametrize(
