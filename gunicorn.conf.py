@@ -83,14 +83,15 @@ def on_starting(server):
         server.health_socket = _open_health_port()
         preload(ModelSpec.from_settings(config))
         settings.hold_keys_file(config["API_KEYS_FILE"])
+        # Before any worker forks: workers then count into files there, which /metrics adds up.
+        metrics_folder = metrics_multiprocess.prepare()
     except (settings.ConfigError, ModelLoadError) as exc:
         _cannot_start(exc)
     if server.health_socket is not None:
         server.log.info("Health port: %s (GET /health)", _health_port)
     server.log.info("API keys: %s", f"on ({len(config['API_KEYS'])})" if config["API_KEYS"] else "off, every route is open")
     release_free_memory()  # what reading the weights left, before the workers inherit the heap
-    # Before any worker forks: workers then count into files there, which /metrics adds up.
-    server.log.info("Metrics folder: %s", metrics_multiprocess.prepare())
+    server.log.info("Metrics folder: %s", metrics_folder)
 
 
 def _open_health_port():

@@ -9,24 +9,33 @@ a previous run's counts to this one's.
 from __future__ import annotations
 
 import atexit
+import errno
 import os
 import shutil
 import tempfile
 from pathlib import Path
+
+from settings import ConfigError
 
 ENV = "PROMETHEUS_MULTIPROC_DIR"
 _created: Path | None = None  # a folder this process made, removed when the master exits
 
 
 def prepare() -> Path:
-    """Use PROMETHEUS_MULTIPROC_DIR emptied of metric files, or make a private folder in memory."""
+    """Use PROMETHEUS_MULTIPROC_DIR emptied of metric files, or make a private folder in memory.
+    Raises settings.ConfigError when the folder cannot be made, emptied or written."""
     global _created
     configured = os.environ.get(ENV, "").strip()
     if configured:
         folder = Path(configured)
-        folder.mkdir(parents=True, exist_ok=True)
-        for stale in folder.glob("*.db"):  # only prometheus_client's files: the folder may hold others
-            stale.unlink()
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            for stale in folder.glob("*.db"):  # only prometheus_client's files: the folder may hold others
+                stale.unlink()
+            if not os.access(folder, os.W_OK):
+                raise PermissionError(errno.EACCES, "not writable")
+        except OSError as exc:
+            raise ConfigError(f"{ENV}={configured!r} cannot be used as the metrics folder: {exc.strerror or exc}.") from None
     else:
         folder = Path(tempfile.mkdtemp(prefix="classify-metrics-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None))
         _created = folder

@@ -168,8 +168,16 @@ def test_without_usable_weights_the_server_refuses_to_start_with_a_clear_message
         ({"TIMEOUT": "5"}, "UPLOAD_TIMEOUT=10 must be less than TIMEOUT=5"),  # the worker would die first: a 500
         ({"HEADER_TIMEOUT": "inf"}, "HEADER_TIMEOUT='inf'"),
         ({"API_KEYS": " , ,"}, "API_KEYS=' , ,'"),  # silently no keys, so no authentication, before
+        ({"PROMETHEUS_MULTIPROC_DIR": "/proc/no-such-folder"}, "PROMETHEUS_MULTIPROC_DIR='/proc/no-such-folder' cannot be used"),
     ],
-    ids=["no workers", "timeout not a number", "upload deadline past the timeout", "infinite deadline", "keys that name nothing"],
+    ids=[
+        "no workers",
+        "timeout not a number",
+        "upload deadline past the timeout",
+        "infinite deadline",
+        "keys that name nothing",
+        "unusable metrics folder",
+    ],
 )
 def test_unusable_server_settings_refuse_to_start_in_one_line(seeded_weights: Path, env: dict[str, str], named: str) -> None:
     result = service.run_to_exit({"MODEL_WEIGHTS": str(seeded_weights), **env})
