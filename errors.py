@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, Response, current_app, jsonify
+from flask import Flask, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
+import request_id
 from settings import MIB
 
 log = logging.getLogger(__name__)
@@ -70,7 +71,7 @@ def _handle_http_exception(error: HTTPException) -> Response:
 
 
 def _handle_unexpected(error: Exception) -> Response:
-    log.exception("unhandled error while serving a request")
+    log.exception("unhandled error while serving request %s: %s %s", request_id.current(), request.method, request.path)
     return error_response(500, "internal_error", INTERNAL_ERROR_MESSAGE)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -76,7 +77,7 @@ def test_flask_debug_in_the_environment_does_not_turn_debug_on(seeded_weights: P
 
 
 def test_a_bug_is_a_json_500_without_stack_trace_or_paths_even_with_flask_debug_set(
-    seeded_weights: Path, monkeypatch: pytest.MonkeyPatch
+    seeded_weights: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setenv("FLASK_DEBUG", "1")
     app = create_app({"MODEL_WEIGHTS": str(seeded_weights)})
@@ -85,10 +86,14 @@ def test_a_bug_is_a_json_500_without_stack_trace_or_paths_even_with_flask_debug_
         raise RuntimeError(f"failed to open {Path(__file__)}")
 
     app.add_url_rule("/broken", view_func=broken)
-    response = app.test_client().get("/broken")
+    with caplog.at_level(logging.ERROR):
+        response = app.test_client().get("/broken", headers={"X-Request-ID": "bug-1"})
     assert response.status_code == 500
     assert response.get_json()["error"]["code"] == "internal_error"
     assert_no_internals(response.get_data())
+    # On the server the traceback is logged, with the request's id to find its JSON line by.
+    (record,) = [r for r in caplog.records if r.exc_info]
+    assert "bug-1" in record.getMessage() and "GET /broken" in record.getMessage()
 
 
 @pytest.mark.parametrize(
