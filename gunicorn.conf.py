@@ -15,7 +15,6 @@ import health_port
 import metrics_multiprocess
 import settings
 from cpus import available_cpus
-from model import ModelLoadError, ModelSpec, preload, release_free_memory
 
 wsgi_app = "wsgi:app"
 
@@ -81,16 +80,23 @@ def on_starting(server):
         _check_deadlines(config)
         # Once, here: gunicorn reads this file again on SIGHUP, and the port stays open across that.
         server.health_socket = _open_health_port()
-        preload(ModelSpec.from_settings(config))
         settings.hold_keys_file(config["API_KEYS_FILE"])
         # Before any worker forks: workers then count into files there, which /metrics adds up.
         metrics_folder = metrics_multiprocess.prepare()
-    except (settings.ConfigError, ModelLoadError) as exc:
+    except settings.ConfigError as exc:
+        _cannot_start(exc)
+    # torch, in the master so that the workers share its pages; only now, so that the checks above
+    # need not wait seconds for it.
+    import model
+
+    try:
+        model.preload(model.ModelSpec.from_settings(config))
+    except model.ModelLoadError as exc:
         _cannot_start(exc)
     if server.health_socket is not None:
         server.log.info("Health port: %s (GET /health)", _health_port)
     server.log.info("API keys: %s", f"on ({len(config['API_KEYS'])})" if config["API_KEYS"] else "off, every route is open")
-    release_free_memory()  # what reading the weights left, before the workers inherit the heap
+    model.release_free_memory()  # what reading the weights left, before the workers inherit the heap
     server.log.info("Metrics folder: %s", metrics_folder)
 
 
@@ -114,13 +120,15 @@ def _check_deadlines(config):
 def on_reload(server):
     """SIGHUP: read the (perhaps replaced) weights, labels and keys file again for the new workers.
     Unusable ones are refused, and the new workers serve what the old ones did."""
+    import model
+
     try:
         config = settings.load()
-        preload(ModelSpec.from_settings(config))
+        model.preload(model.ModelSpec.from_settings(config))
         settings.hold_keys_file(config["API_KEYS_FILE"])
-    except (settings.ConfigError, ModelLoadError) as exc:
+    except (settings.ConfigError, model.ModelLoadError) as exc:
         server.log.error("classify: SIGHUP: %s The new workers serve what was read before.", exc)
-    release_free_memory()
+    model.release_free_memory()
 
 
 def child_exit(server, worker):
