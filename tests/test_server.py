@@ -95,14 +95,7 @@ def test_model_endpoint_reports_the_adaptive_thread_policy(server: service.Servi
     assert body["threads"] == {"adaptive": True, "lone_request": cpus, "all_workers_busy": max(1, cpus // 2)}
 
 
-def test_sigterm_stops_the_service_cleanly(tmp_path: Path, seeded_weights: Path) -> None:
-    running = service.start(tmp_path / "log", {"MODEL_WEIGHTS": str(seeded_weights)}, workers=2)
-    assert requests.get(f"{running.url}/health", timeout=10).status_code == 200
-    assert running.stop() == 0
-    assert "Shutting down: Master" in running.log()
-
-
-def test_sigterm_answers_the_requests_already_queued_not_only_those_in_flight(tmp_path: Path, seeded_weights: Path) -> None:
+def test_sigterm_answers_the_requests_already_queued_too_then_exits_cleanly(tmp_path: Path, seeded_weights: Path) -> None:
     # One worker, held by an upload whose body has not all arrived; three more requests wait in the
     # listen queue. They were sent before the stop, so they must be answered, not reset.
     running = service.start(tmp_path / "log", {"MODEL_WEIGHTS": str(seeded_weights)}, workers=1)
@@ -121,6 +114,7 @@ def test_sigterm_answers_the_requests_already_queued_not_only_those_in_flight(tm
         assert [wire.parse(wire.read_to_close(sock, tolerate=OSError)).status for sock in queued] == [200, 200, 200]
     finally:
         assert running.stop() == 0
+    assert "Shutting down: Master" in running.log()
 
 
 def test_a_request_past_timeout_is_answered_500_with_its_own_request_id(tmp_path: Path, seeded_weights: Path) -> None:
