@@ -28,7 +28,7 @@ try:  # gunicorn's own settings, checked like the app's: one clear line, not a t
     _host = settings.environment_value("HOST", str.strip, "127.0.0.1")
     _port = settings.environment_value("PORT", settings.port, 8000)
     workers = settings.environment_value("WEB_CONCURRENCY", settings.positive_int, available_cpus())
-    timeout = settings.environment_value("TIMEOUT", settings.whole_seconds, 30)  # a request, or a worker's model load
+    timeout = settings.environment_value("TIMEOUT", settings.whole_seconds, 30)  # a request (gunicorn does not time a worker's boot)
     graceful_timeout = settings.environment_value("GRACEFUL_TIMEOUT", settings.whole_seconds, 30)  # in-flight requests finish on SIGTERM
     _health_port = settings.environment_value("HEALTH_PORT", settings.port, None)  # see health_port.py
     if _health_port == _port:
