@@ -61,9 +61,10 @@ def _unauthorized(message: str, challenge: str) -> Response:
 
 def _checker(digests: list[bytes], cors: bool) -> Callable[[], Response | None]:
     def check_api_key() -> Response | None:
-        # CORS preflights carry no credentials by design; they reveal nothing and run no model.
-        # Any other OPTIONS (an Allow list) is an answer like the others, and needs a key.
-        if is_open(request.path) or (cors and _is_cors_preflight(request)):
+        # CORS preflights carry no credentials by design; they run no model. Any other OPTIONS (an
+        # Allow list) is an answer like the others, and needs a key; so does a preflight to a path
+        # that is no route, whose 404 would tell it from the routes that exist.
+        if is_open(request.path) or (cors and _is_cors_preflight(request) and request.url_rule is not None):
             return None
         key = presented_key(request)
         if key is None:

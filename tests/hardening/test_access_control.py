@@ -17,7 +17,7 @@ from app import create_app
 from scripts.procs import children, wait_for_workers
 from settings import ConfigError
 from tests import service
-from tests.hardening.conftest import API_KEY
+from tests.hardening.conftest import API_KEY, ORIGIN
 
 
 def assert_unauthorized(response, invalid: bool) -> None:
@@ -161,6 +161,12 @@ def test_a_sighup_makes_the_new_workers_take_the_rotated_keys_file(tmp_path: Pat
         os.kill(master, signal.SIGHUP)
         wait_for_workers(master, 2, exclude=set(workers))
         assert (status("new-key"), status("third-key")) == (200, 401)
+
+
+def test_a_preflight_to_a_path_that_is_no_route_is_a_401_not_a_404_that_reveals_it(hardened_client: FlaskClient) -> None:
+    preflight = {"Origin": ORIGIN, "Access-Control-Request-Method": "POST"}
+    assert hardened_client.options("/classify", headers=preflight).status_code == 200
+    assert_unauthorized(hardened_client.options("/admin", headers=preflight), invalid=False)
 
 
 def test_an_options_request_that_is_not_a_cors_preflight_needs_a_key(hardened_client: FlaskClient) -> None:
