@@ -109,6 +109,9 @@ def _account(status: int, rid: str, response_bytes: int) -> None:
 # gunicorn's handle_error() computes the status and the message, then calls util.write_error.
 util.write_error = write_json_error
 
+# While a stopping worker answers the connections still queued: seconds for one to send its headers.
+DRAIN_HEADER_TIMEOUT = 1.0
+
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 # After an answer that withheld the 100: how long to wait for body bytes from a client that sends
 # anyway (some do not wait for the 100, or stop waiting) before taking it that none will come.
@@ -149,20 +152,28 @@ class SyncWorker(sync.SyncWorker):
     continue_owed = False  # the request being handled sent `Expect: 100-continue`
 
     def init_process(self) -> None:
-        # Not the keys file: its errors are for wsgi.py to report, cleanly, when it builds the app.
+        # Not the keys file: the master read it, for create_app (settings.hold_keys_file).
         self.header_timeout = settings.load(with_keys_file=False)["HEADER_TIMEOUT"]
         super().init_process()  # runs the worker loop; returns only when the worker exits
 
+    stopping_gracefully = False  # SIGTERM; not a TIMEOUT abort (SIGABRT) nor a quick stop (SIGQUIT, SIGINT)
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        self.stopping_gracefully = True
+        super().handle_exit(sig, frame)
+
     def run(self) -> None:
-        super().run()  # returns once told to stop (SIGTERM), or when the master is gone
-        if not self.alive and self.is_parent_alive():
+        super().run()  # returns once told to stop, or when the master is gone
+        if self.stopping_gracefully and self.is_parent_alive():
             self._answer_queued()
 
     def _answer_queued(self) -> None:
         """On SIGTERM the master closes its copy of the listening socket, and when the last worker
         exits, connections still queued there are reset: requests clients had already sent. Each
         worker answers as many as were queued when it stopped; a queue that keeps filling (no load
-        balancer draining traffic first, or a SIGHUP's new workers booting) is left to the others."""
+        balancer draining traffic first, or a SIGHUP's new workers booting) is left to the others.
+        A queued connection that has sent nothing gets a short deadline, not a stop's worth."""
+        self.header_timeout = min(self.header_timeout, DRAIN_HEADER_TIMEOUT)
         for listener in self.sockets:
             for _ in range(listen_queue.waiting(listener)):
                 self.notify()

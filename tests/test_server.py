@@ -124,10 +124,17 @@ def test_a_request_past_timeout_is_answered_500_with_its_own_request_id(tmp_path
     huge = image_bytes("1", (10_000, 10_000), "PNG")
     with service.running(tmp_path / "log", {**env, "MAX_REQUEST_PIXELS": str(10**9)}, workers=1) as running:
         files = [("image", (f"{n}.png", huge, "image/png")) for n in range(8)]
-        answer = requests.post(f"{running.url}/classify", files=files, headers={"X-Request-ID": "slow-1"}, timeout=60)
+        with ThreadPoolExecutor(1) as pool:
+            slow = pool.submit(requests.post, f"{running.url}/classify", files=files, headers={"X-Request-ID": "slow-1"}, timeout=60)
+            time.sleep(0.5)
+            queued = requests.get(f"{running.url}/health", headers={"X-Request-ID": "queued-1"}, timeout=60)  # behind it
+            answer = slow.result()
         assert (answer.status_code, answer.json()["error"]["code"]) == (500, "internal_error")
         assert answer.headers["X-Request-ID"] == "slow-1"
-        assert [line["status"] for line in running.log_lines() if line["request_id"] == "slow-1"] == [500]
+        lines = {line["request_id"]: line for line in running.log_lines()}
+        assert lines["slow-1"]["status"] == 500
+        # The aborted worker leaves: the queued request is its replacement's, not one more for it.
+        assert queued.status_code == 200 and lines["queued-1"]["pid"] != lines["slow-1"]["pid"]
 
 
 @pytest.mark.parametrize(
