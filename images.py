@@ -187,9 +187,11 @@ def decode_image(data: bytes, max_pixels: int, min_side: int | None = None) -> D
 
 def pixels_to_decode(data: bytes, max_pixels: int, min_side: int | None = None) -> int:
     """How many pixels decode_image would produce, from the header alone (JPEGs at the scale they
-    would be decoded at); 0 for what cannot be opened, which decode_image then refuses itself."""
+    would be decoded at); 0 for what it will refuse (cannot be opened, over max_pixels)."""
     with contextlib.suppress(Exception), _pillow_limit(max_pixels):
         image = _open(data, max_pixels)
+        if image.width * image.height > max_pixels:
+            return 0
         if min_side:
             _draft(image, min_side)
         return image.width * image.height

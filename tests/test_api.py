@@ -174,6 +174,13 @@ def test_images_over_the_request_pixel_budget_together_are_a_413(seeded_weights:
     assert "16,000 pixels" in response.get_json()["error"]["message"]
 
 
+def test_an_image_refused_for_its_own_size_does_not_count_against_the_request_budget(seeded_weights: Path) -> None:
+    app = create_app({"MODEL_WEIGHTS": str(seeded_weights), "MAX_IMAGE_PIXELS": 10_000, "MAX_REQUEST_PIXELS": 15_000})
+    good, oversized = image_bytes("RGB", (100, 80)), image_bytes("RGB", (120, 100))  # 8,000 and 12,000 pixels
+    results = upload(app.test_client(), ("image", good, "good.png"), ("image", oversized, "big.png")).get_json()["results"]
+    assert "predictions" in results[0] and results[1]["error"]["code"] == "image_too_large"
+
+
 def test_a_few_megabytes_of_huge_pngs_are_refused_by_default_not_decoded_past_the_worker_timeout(client: FlaskClient) -> None:
     # Each 10000x10000 (the per-image limit) and 1.5 KB; decoding 32 of them took minutes.
     huge = image_bytes("1", (10_000, 10_000), "PNG")
