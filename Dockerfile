@@ -31,7 +31,7 @@ USER 10001
 EXPOSE 8000
 # On the health port, which a busy worker still answers at once (health_port.py); not published.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
-    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/health' % os.environ['HEALTH_PORT'], timeout=4)"]
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/health' % (os.environ.get('HEALTH_PORT') or os.environ['PORT']), timeout=4)"]
 
 # Exec form: gunicorn itself is PID 1 (no shell in between), so SIGTERM reaches it and in-flight requests finish.
 CMD ["gunicorn", "-c", "gunicorn.conf.py"]

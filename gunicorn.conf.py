@@ -123,11 +123,14 @@ def on_reload(server):
     import model
 
     try:
-        config = settings.load()
+        config = settings.load(with_keys_file=False)
         model.preload(model.ModelSpec.from_settings(config))
-        settings.hold_keys_file(config["API_KEYS_FILE"])
     except (settings.ConfigError, model.ModelLoadError) as exc:
-        server.log.error("classify: SIGHUP: %s The new workers serve what was read before.", exc)
+        server.log.error("classify: SIGHUP: %s The new workers serve the model read before.", exc)
+    try:  # on its own: a key to revoke must not wait for a good weights file
+        settings.hold_keys_file(settings.load(with_keys_file=False)["API_KEYS_FILE"])
+    except settings.ConfigError as exc:
+        server.log.error("classify: SIGHUP: %s The new workers keep the keys read before.", exc)
     model.release_free_memory()
 
 

@@ -26,7 +26,9 @@ from exposure import JSON_HEADERS, SECURITY_HEADERS
 def open_listener(host: str, port: int) -> socket.socket:
     """The health port's socket, made in the master before the fork: every worker accepts on it."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.create_server((host, port), family=family, backlog=64)
+    # "::" takes IPv4 too, as gunicorn's own socket does (create_server would make it IPv6 only).
+    dualstack = host == "::" and socket.has_dualstack_ipv6()
+    sock = socket.create_server((host, port), family=family, backlog=64, dualstack_ipv6=dualstack)
     # Every worker waits on it; those that lose the race for a connection go back to waiting.
     sock.setblocking(False)
     return sock

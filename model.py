@@ -389,7 +389,11 @@ def preload(spec: ModelSpec) -> None:
     _, path, state_dict = _torchvision_state(spec)
     shared = {name: _channels_last(tensor) for name, tensor in state_dict.items()}
     _assign_weights(spec, len(labels), shared, path)
-    _preloaded = Preloaded(spec, labels, path, shared, weights_source.file_sha256(path))
+    try:
+        sha256 = weights_source.file_sha256(path)
+    except OSError as exc:  # replaced or removed since it was read
+        raise ModelLoadError(f"The weights file {path} could not be read again to hash it ({exc.strerror or exc}).") from None
+    _preloaded = Preloaded(spec, labels, path, shared, sha256)
 
 
 def _first_line(exc: Exception) -> str:

@@ -190,8 +190,8 @@ def hold_keys_file(path: str | None) -> None:
 def load(overrides: Mapping[str, Any] | None = None, with_keys_file: bool = True) -> dict[str, Any]:
     """Defaults, then the environment, then explicit overrides (tests, embedding apps).
 
-    The keys file is read here, so that gunicorn's master refuses to start on an unreadable one
-    (before any worker builds a model), and the workers a SIGHUP starts read rotated keys."""
+    The keys file is read here (an unreadable one raises ConfigError), unless gunicorn's master
+    holds what it read for its workers (hold_keys_file)."""
     settings = dict(DEFAULTS)
     settings.update(from_environment())
     settings.update(_parsed(overrides or {}))

@@ -108,7 +108,7 @@ def test_dockerfile_installs_the_pinned_cpu_torch_and_runs_gunicorn_unprivileged
     assert f"torch=={pins['torch']}" in install and f"torchvision=={pins['torchvision']}" in install
     assert re.search(r"^FROM python:3\.\d+-slim$", dockerfile, re.M)
     assert re.search(r"^USER (?!root|0\b)\S+$", dockerfile, re.M)
-    assert re.search(r"^HEALTHCHECK .*\n?.*/health' % os.environ\['HEALTH_PORT'\]", dockerfile, re.M)
+    assert re.search(r"^HEALTHCHECK .*\n?.*/health' % \(os.environ.get\('HEALTH_PORT'\) or os.environ\['PORT'\]\)", dockerfile, re.M)
     assert re.search(r"^\s+HEALTH_PORT=\d+$", dockerfile, re.M)
     assert dockerfile.rstrip().splitlines()[-1] == 'CMD ["gunicorn", "-c", "gunicorn.conf.py"]'  # exec form: gunicorn is PID 1
     user = re.search(r"--uid (\d+)", dockerfile).group(1)  # type: ignore[union-attr]
