@@ -13,6 +13,9 @@ a bad Content-Length) are written as the service's JSON error instead of gunicor
 `Expect: 100-continue` is answered when the app first reads the body, not before the app runs, so
 a request refused from its headers alone gets the refusal instead, and a client that waits for
 the 100 never sends its body.
+
+On SIGTERM a worker also answers the connections that were waiting in the listen queue, which
+would otherwise be reset when the last worker exits.
 """
 
 from __future__ import annotations
