@@ -15,15 +15,13 @@ What it adds to werkzeug's own limits (measured against gunicorn 27, see RELIABI
 from __future__ import annotations
 
 import io
-import signal
-import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from typing import IO, Any
 
 from werkzeug.wsgi import ClosingIterator
 
+import deadline
 from errors import APIError, too_large_message
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
@@ -37,30 +35,6 @@ DRAIN_MIN_BYTES = 32 * 1024 * 1024
 
 class _Expired(Exception):
     """Raised by SIGALRM inside a blocking read whose deadline has passed."""
-
-
-def _raise_expired(signum: int, frame: object) -> None:
-    raise _Expired
-
-
-@contextmanager
-def _alarm(seconds: float) -> Iterator[None]:
-    """Interrupt a blocking read after `seconds` of wall-clock time.
-
-    A socket timeout bounds each recv(), not the whole read: gunicorn's reader loops over recv()
-    until it has the size asked for, so a client sending a byte every few seconds never trips it.
-    A sync worker serves one request at a time in its main thread, so a process timer is safe.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield  # e.g. a threaded development server: no timer, only the checks between reads
-        return
-    previous = signal.signal(signal.SIGALRM, _raise_expired)
-    signal.setitimer(signal.ITIMER_REAL, max(seconds, 0.001))
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 def _timeout_error(seconds: float) -> APIError:
@@ -105,7 +79,7 @@ class GuardedInput(io.RawIOBase):
             self.broken = True
             raise _timeout_error(self._timeout)
         try:
-            with _alarm(remaining):
+            with deadline.alarm(remaining, _Expired):
                 return self._stream.read(-1 if size is None else size)
         except _Expired:
             self.broken = True
@@ -134,7 +108,7 @@ class GuardedInput(io.RawIOBase):
         drained = 0
         try:
             while drained <= cap and self._deadline > time.monotonic():
-                with _alarm(self._deadline - time.monotonic()):
+                with deadline.alarm(self._deadline - time.monotonic(), _Expired):
                     data = self._stream.read(CHUNK)
                 if not data:
                     return

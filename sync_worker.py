@@ -29,6 +29,7 @@ from typing import Any
 from gunicorn import util
 from gunicorn.workers import sync
 
+import deadline
 import listen_queue
 import request_id
 import settings
@@ -53,10 +54,6 @@ class HeaderTimeout(Exception):
 
     def __str__(self) -> str:
         return "request headers did not arrive in time"
-
-
-def _raise_header_timeout(signum: int, frame: object) -> None:
-    raise HeaderTimeout
 
 
 # The same headers the app puts on its own JSON answers (exposure.py).
@@ -191,20 +188,14 @@ class SyncWorker(sync.SyncWorker):
         client, addr = listener.accept()
         client.setblocking(1)
         util.close_on_exec(client)
-        # A process timer, not a socket timeout: a socket timeout bounds each recv(), and a client
-        # sending a byte at a time would reset it forever.
-        previous = signal.signal(signal.SIGALRM, _raise_header_timeout)
-        signal.setitimer(signal.ITIMER_REAL, self.header_timeout)
         try:
-            self.handle(listener, client, addr)
+            with deadline.alarm(self.header_timeout, HeaderTimeout):  # handle_request ends it once the headers are in
+                self.handle(listener, client, addr)
         except HeaderTimeout:
             # Fired while gunicorn lingered on a connection whose client left before its headers
             # were complete (no answer is owed): just close it.
             with contextlib.suppress(OSError):
                 client.close()
-        finally:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-            signal.signal(signal.SIGALRM, previous)
 
     def load_wsgi(self) -> None:
         super().load_wsgi()
