@@ -37,6 +37,7 @@ DEFAULTS: dict[str, Any] = {
     "API_KEYS": [],  # empty: no key needed (see access.py)
     "API_KEYS_FILE": None,  # one key per line, added to API_KEYS by load()
     "CORS_ORIGINS": [],  # empty: no CORS headers at all
+    "PROXY_HOPS": 0,  # proxies in front whose X-Forwarded-For and -Proto are trusted (werkzeug's ProxyFix)
 }
 
 
@@ -51,6 +52,13 @@ def _boolean(text: str) -> bool:
     if lowered in {"0", "false", "no", "off"}:
         return False
     raise ValueError("expected one of 1/0, true/false, yes/no, on/off")
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError("must be 0 or more")
+    return value
 
 
 def positive_int(text: str) -> int:
@@ -129,6 +137,7 @@ ENVIRONMENT: dict[str, tuple[str, Callable[[str], Any]]] = {
     "API_KEYS": ("API_KEYS", _list),
     "API_KEYS_FILE": ("API_KEYS_FILE", _text),
     "CORS_ORIGINS": ("CORS_ORIGINS", _origins),
+    "PROXY_HOPS": ("PROXY_HOPS", _count),
 }
 
 

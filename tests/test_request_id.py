@@ -1,12 +1,15 @@
-"""X-Request-ID: honoured when safe, otherwise generated, and echoed on every response."""
+"""X-Request-ID: honoured when safe, otherwise generated, and echoed on every response; the request log line."""
 
 from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 from flask.testing import FlaskClient
+
+from app import create_app
 
 GENERATED = re.compile(r"[0-9a-f]{32}")
 
@@ -43,3 +46,16 @@ def test_the_request_log_line_is_json_with_the_id_and_what_the_request_did(clien
     line = json.loads(lines[0])
     assert line["request_id"] == "log-1"
     assert (line["method"], line["route"], line["status"], line["images"], line["request_bytes"]) == ("POST", "/classify", 415, 1, 12)
+
+
+@pytest.mark.parametrize(("hops", "peer", "scheme"), [(0, "127.0.0.1", "http"), (1, "203.0.113.7", "https")])
+def test_forwarded_headers_count_only_from_the_proxies_trusted_by_proxy_hops(
+    seeded_weights: Path, capsys: pytest.CaptureFixture[str], hops: int, peer: str, scheme: str
+) -> None:
+    # The client forged the first address; the one proxy in front appended the real one.
+    client = create_app({"MODEL_WEIGHTS": str(seeded_weights), "PROXY_HOPS": hops}).test_client()
+    forwarded = {"X-Forwarded-For": "198.51.100.1, 203.0.113.7", "X-Forwarded-Proto": "https"}
+    capsys.readouterr()
+    response = client.get("/docs", headers=forwarded)
+    assert response.headers["Location"].startswith(f"{scheme}://")
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["remote_addr"] == peer
