@@ -1,4 +1,5 @@
-"""Deployment files: Kubernetes manifests valid offline in strict mode and consistent with the app; the Dockerfile."""
+"""Deployment files: Kubernetes manifests valid offline in strict mode and consistent with the app; the Dockerfile;
+the README's configuration table."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pytest
 import yaml
 from flask import Flask
 
+import settings
 from tests.service import REPO
 
 MANIFESTS = sorted((REPO / "deploy" / "k8s").glob("*.yaml"))
@@ -127,3 +129,11 @@ def test_the_dockerfile_step_that_bakes_in_the_weights_runs(seeded_weights: Path
 def test_dockerignore_keeps_environments_and_tests_out_of_the_image() -> None:
     ignored = set((REPO / ".dockerignore").read_text().split())
     assert {".git", ".venv", "node_modules", "tests"} <= ignored
+
+
+def test_every_setting_the_service_reads_is_in_the_readmes_configuration_table() -> None:
+    table = {line.split("|")[1].strip().strip("`") for line in (REPO / "README.md").read_text().splitlines() if line.startswith("| `")}
+    gunicorn_level = {"HOST", "PORT", "HEALTH_PORT", "WEB_CONCURRENCY", "TIMEOUT", "GRACEFUL_TIMEOUT", "PROMETHEUS_MULTIPROC_DIR"}
+    # CLASSIFY_WORKERS is set by gunicorn.conf.py, not by the operator.
+    read = {name for name in settings.ENVIRONMENT if name != "CLASSIFY_WORKERS"} | gunicorn_level
+    assert read <= table, sorted(read - table)
