@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 
+import health_port
 from tests import service
 from tests.hardening import wire
 
@@ -85,3 +86,11 @@ def test_a_health_port_already_taken_refuses_to_start_in_one_line(seeded_weights
     assert result.returncode != 0
     assert f"classify: cannot start: HEALTH_PORT={port} cannot be opened on 127.0.0.1: Address already in use." in result.stderr
     assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_a_health_port_on_every_ipv6_address_takes_ipv4_probes_too() -> None:
+    # HOST=:: serves IPv4 on the main port (gunicorn's socket); a probe to the pod's IPv4 address must reach this one too.
+    with health_port.open_listener("::", 0) as listener:
+        port = listener.getsockname()[1]
+        for address in ("127.0.0.1", "::1"):
+            socket.create_connection((address, port), timeout=5).close()
