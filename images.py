@@ -117,14 +117,18 @@ def _pillow_limit(max_pixels: int) -> Iterator[None]:
             Image.MAX_IMAGE_PIXELS = max(_limit_users) if _limit_users else _limit_before[0]
 
 
+def _too_large(size: str | None, max_pixels: int) -> APIError:
+    found = f"{size}; " if size else ""
+    return APIError(413, "image_too_large", f"The image has too many pixels ({found}the limit is {max_pixels:,}).")
+
+
 def _open(data: bytes, max_pixels: int) -> Image.Image:
     try:
         return Image.open(io.BytesIO(data), formats=SUPPORTED_FORMATS)
     except Image.DecompressionBombError as error:
         # Over twice the limit: Pillow says how many pixels; we have no width and height yet.
         found = re.search(r"\((\d+) pixels\)", str(error))
-        size = f"{int(found.group(1)):,} pixels; " if found else ""
-        raise APIError(413, "image_too_large", f"The image has too many pixels ({size}the limit is {max_pixels:,}).") from None
+        raise _too_large(f"{int(found.group(1)):,} pixels" if found else None, max_pixels) from None
     except Exception:
         raise _sniff_unsupported(data) or APIError(
             415, "invalid_image", f"The upload is not an image in a supported format ({SUPPORTED_NAMES})."
@@ -133,7 +137,7 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
 
 def _check_dimensions(width: int, height: int, max_pixels: int) -> None:
     if width * height > max_pixels:
-        raise APIError(413, "image_too_large", f"The image has too many pixels ({width}x{height} pixels; the limit is {max_pixels:,}).")
+        raise _too_large(f"{width}x{height} pixels", max_pixels)
     if width < 1 or height < 1:
         raise APIError(415, "invalid_image", "The image has no pixels.")
     if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
@@ -209,7 +213,7 @@ def _decode(data: bytes, max_pixels: int, min_side: int | None) -> DecodedImage:
         image.seek(0)  # animated or multi-page: the first frame
         image.load()
     except Image.DecompressionBombError:  # a later frame or tile over the limit
-        raise APIError(413, "image_too_large", f"The image has too many pixels (the limit is {max_pixels:,}).") from None
+        raise _too_large(None, max_pixels) from None
     except Exception:  # any decoder failure on client bytes is the client's broken file
         raise APIError(415, "invalid_image", f"The {fmt} image could not be decoded: it is truncated or corrupt.") from None
     decoded_size = image.size
