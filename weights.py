@@ -6,6 +6,7 @@ Nothing here runs torch compute, so the gunicorn master may use it before it for
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import socket
@@ -85,6 +86,13 @@ def _reason(exc: Exception) -> str:
 
 
 def file_sha256(path: Path) -> str:
+    """Hashed once per version of the file: the master checks a cached file's hash, then reports it (model.preload)."""
+    stat = path.stat()
+    return _sha256(str(path), stat.st_ino, stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=8)
+def _sha256(path: str, inode: int, size: int, mtime_ns: int) -> str:
     with open(path, "rb") as file:
         return hashlib.file_digest(file, "sha256").hexdigest()
 
