@@ -31,3 +31,8 @@ def alarm(seconds: float, expired: type[Exception]) -> Iterator[None]:
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+
+
+def cancel() -> None:
+    """End the running alarm early (its `with` block still restores the handler)."""
+    signal.setitimer(signal.ITIMER_REAL, 0)

@@ -56,7 +56,7 @@ def pre_fork(server, worker):
     gc.freeze()
     taken = {getattr(live, "cpu_slot", -1) for live in server.WORKERS.values()}
     worker.cpu_slot = cpu_budget.free_slot(taken)
-    worker.health_socket = getattr(server, "health_socket", None)
+    worker.health_socket = server.health_socket  # opened in on_starting
 
 
 def post_fork(server, worker):
@@ -76,11 +76,11 @@ def on_starting(server):
     Otherwise keep the weights, labels and keys, which every worker is then built from
     (model.preload, settings.hold_keys_file), whatever becomes of the files."""
     try:
-        config = settings.load()
+        settings.hold_keys_file(settings.load(with_keys_file=False)["API_KEYS_FILE"])
+        config = settings.load()  # with the keys just held: the file is read once
         _check_deadlines(config)
         # Once, here: gunicorn reads this file again on SIGHUP, and the port stays open across that.
         server.health_socket = _open_health_port()
-        settings.hold_keys_file(config["API_KEYS_FILE"])
         # Before any worker forks: workers then count into files there, which /metrics adds up.
         metrics_folder = metrics_multiprocess.prepare()
     except settings.ConfigError as exc:
@@ -122,13 +122,13 @@ def on_reload(server):
     Unusable ones are refused, and the new workers serve what the old ones did."""
     import model
 
+    config = settings.load(with_keys_file=False)  # the environment, checked at start, is unchanged
     try:
-        config = settings.load(with_keys_file=False)
         model.preload(model.ModelSpec.from_settings(config))
-    except (settings.ConfigError, model.ModelLoadError) as exc:
+    except model.ModelLoadError as exc:
         server.log.error("classify: SIGHUP: %s The new workers serve the model read before.", exc)
     try:  # on its own: a key to revoke must not wait for a good weights file
-        settings.hold_keys_file(settings.load(with_keys_file=False)["API_KEYS_FILE"])
+        settings.hold_keys_file(config["API_KEYS_FILE"])
     except settings.ConfigError as exc:
         server.log.error("classify: SIGHUP: %s The new workers keep the keys read before.", exc)
     model.release_free_memory()
@@ -137,7 +137,3 @@ def on_reload(server):
 def child_exit(server, worker):
     cpu_budget.release(worker.cpu_slot)  # a worker killed mid-request must not stay "busy"
     metrics_multiprocess.worker_exited(worker.pid)  # its counts stay; its live gauges go
-
-
-def on_exit(server):
-    metrics_multiprocess.cleanup()

@@ -39,8 +39,8 @@ def prepare() -> Path:
     else:
         folder = Path(tempfile.mkdtemp(prefix="classify-metrics-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None))
         _created = folder
-        # Also when the master halts (a worker that cannot boot, a failed SIGHUP), which skips
-        # on_exit; workers inherit the hook, and must not remove the folder they all write in.
+        # When the master exits, however it stops (gunicorn's on_exit hook is skipped when it
+        # halts); workers inherit the hook, and must not remove the folder they all write in.
         atexit.register(_cleanup_in, os.getpid())
     os.environ[ENV] = str(folder)
     return folder

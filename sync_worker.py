@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import json
 import select
-import signal
 from typing import Any
 
 from gunicorn import util
@@ -32,7 +31,6 @@ from gunicorn.workers import sync
 import deadline
 import listen_queue
 import request_id
-import settings
 from errors import INTERNAL_ERROR_MESSAGE
 from exposure import JSON_HEADERS, SECURITY_HEADERS
 
@@ -150,11 +148,7 @@ class ContinueOnFirstRead:
 
 class SyncWorker(sync.SyncWorker):
     continue_owed = False  # the request being handled sent `Expect: 100-continue`
-
-    def init_process(self) -> None:
-        # Not the keys file: the master read it, for create_app (settings.hold_keys_file).
-        self.header_timeout = settings.load(with_keys_file=False)["HEADER_TIMEOUT"]
-        super().init_process()  # runs the worker loop; returns only when the worker exits
+    header_timeout: float  # HEADER_TIMEOUT, set once the app is loaded (load_wsgi)
 
     stopping_gracefully = False  # SIGTERM; not a TIMEOUT abort (SIGABRT) nor a quick stop (SIGQUIT, SIGINT)
 
@@ -200,6 +194,7 @@ class SyncWorker(sync.SyncWorker):
     def load_wsgi(self) -> None:
         super().load_wsgi()
         app: Any = self.wsgi  # type: ignore[has-type]
+        self.header_timeout = app.config["HEADER_TIMEOUT"]  # the app's settings, loaded once
 
         def continue_when_read(environ: dict[str, Any], start_response: Any) -> Any:
             if not self.continue_owed:
@@ -215,13 +210,13 @@ class SyncWorker(sync.SyncWorker):
         self.wsgi = continue_when_read
 
     def handle_request(self, listener: Any, req: Any, client: Any, addr: Any) -> None:
-        signal.setitimer(signal.ITIMER_REAL, 0)  # the headers are in; the body has UPLOAD_TIMEOUT
+        deadline.cancel()  # the headers are in; the body has UPLOAD_TIMEOUT
         # gunicorn would send "100 Continue" before the app runs; continue_when_read sends it later, if at all.
         self.continue_owed, req._expected_100_continue = req._expected_100_continue, False
         super().handle_request(listener, req, client, addr)
 
     def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
-        signal.setitimer(signal.ITIMER_REAL, 0)  # not while gunicorn answers and lingers
+        deadline.cancel()  # not while gunicorn answers and lingers
         _answering.update(req=req or getattr(exc, "req", None), addr=addr)
         try:
             self._answer_error(req, client, addr, exc)
