@@ -22,6 +22,8 @@ from typing import Any
 from errors import HTTP_CODES
 from exposure import JSON_HEADERS, SECURITY_HEADERS
 
+ONLY_HEALTH = "This port answers GET /health only."
+
 
 def open_listener(host: str, port: int) -> socket.socket:
     """The health port's socket, made in the master before the fork: every worker accepts on it."""
@@ -40,7 +42,7 @@ class _HealthHandler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         if self.path.partition("?")[0] != "/health":
-            self._send(404, {"error": {"code": "not_found", "message": "This port answers GET /health only."}})
+            self._send(404, {"error": {"code": "not_found", "message": ONLY_HEALTH}})
         elif self.server.stopping():
             self._send(503, {"status": "stopping", "model": self.server.model})
         else:
@@ -54,7 +56,7 @@ class _HealthHandler(BaseHTTPRequestHandler):
         self.close_connection = True
         self.request_version = self.protocol_version  # not the bare body http.server gives what looks like HTTP/0.9
         if code == HTTPStatus.NOT_IMPLEMENTED:
-            self._send(405, {"error": {"code": "method_not_allowed", "message": "This port answers GET /health only."}})
+            self._send(405, {"error": {"code": "method_not_allowed", "message": ONLY_HEALTH}})
         else:
             self._send(code, {"error": {"code": HTTP_CODES.get(code, "bad_request"), "message": message or ""}})
 

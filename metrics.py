@@ -80,9 +80,13 @@ def metrics() -> Response:
     return Response(generate_latest(_registry()), content_type=CONTENT_TYPE_LATEST)
 
 
+def _method_label(method: str | None) -> str:
+    return method if method is not None and method in METHODS else "other"
+
+
 def _observe(response: Response) -> Response:
     stats = request_stats.current()
-    method = request.method if request.method in METHODS else "other"
+    method = _method_label(request.method)
     route = request_stats.route() or UNMATCHED
     REQUESTS.labels(method, route, str(response.status_code)).inc()
     REQUEST_SECONDS.labels(method, route).observe(stats.elapsed())
@@ -99,7 +103,7 @@ def _observe(response: Response) -> Response:
 def count_server_answer(status: int, method: str | None) -> None:
     """An answer gunicorn wrote itself (sync_worker.py); `method` as far as it parsed the request."""
     route = ABORTED if method is not None and status >= 500 else UNPARSED
-    REQUESTS.labels(method if method in METHODS else "other", route, str(status)).inc()
+    REQUESTS.labels(_method_label(method), route, str(status)).inc()
 
 
 def init_app(app: Flask) -> None:
