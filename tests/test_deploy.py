@@ -78,7 +78,7 @@ def test_probes_ask_routes_the_app_really_has(app: Flask) -> None:
 def test_a_busy_pod_is_neither_restarted_nor_dropped_for_a_probe_queued_behind_requests() -> None:
     # On the main port a sync worker answers /health only after the request it is on (2-4 s at 64
     # clients per pod); the health port answers from a thread of every worker at once.
-    assert "tcpSocket" in container()["livenessProbe"]  # the master accepting is enough to be alive
+    assert "tcpSocket" in container()["livenessProbe"]  # the listening socket completing a handshake is enough to be alive
     for name in ("startupProbe", "readinessProbe"):
         assert container()[name]["httpGet"]["port"] == "health", name
     service_ports = {port["targetPort"] for port in manifests()["Service"]["spec"]["ports"]}
