@@ -20,6 +20,7 @@ from werkzeug.test import TestResponse
 
 import settings
 from app import create_app
+from model import load_classifier
 from tests.service import REPO
 
 SHARED = Path(os.environ.get("SHARED_DIR", REPO.parent / "shared"))
@@ -28,10 +29,18 @@ SAMPLES = SHARED / "images" / "imagenet-samples"
 
 # The service's settings a developer's shell may export (API_KEYS, MAX_FILES, PORT, ...): no test
 # may depend on them. A test that wants one sets it.
-SERVICE_VARIABLES = [
-    *settings.ENVIRONMENT,
-    *("HOST", "PORT", "HEALTH_PORT", "WEB_CONCURRENCY", "TIMEOUT", "GRACEFUL_TIMEOUT", "PROMETHEUS_MULTIPROC_DIR", "GUNICORN_CMD_ARGS"),
-]
+# The settings gunicorn.conf.py reads itself, beside settings.ENVIRONMENT.
+GUNICORN_VARIABLES = ("HOST", "PORT", "HEALTH_PORT", "WEB_CONCURRENCY", "TIMEOUT", "GRACEFUL_TIMEOUT", "PROMETHEUS_MULTIPROC_DIR")
+SERVICE_VARIABLES = [*settings.ENVIRONMENT, *GUNICORN_VARIABLES, "GUNICORN_CMD_ARGS"]
+
+
+@pytest.fixture
+def fresh_classifier_cache() -> Iterator[None]:
+    """model.load_classifier builds each spec once per process: for a test whose spec means something
+    else under its patches, no classifier from before it, and none left for after."""
+    load_classifier.cache_clear()
+    yield
+    load_classifier.cache_clear()
 
 
 @pytest.fixture(scope="session", autouse=True)

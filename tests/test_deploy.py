@@ -15,6 +15,7 @@ import yaml
 from flask import Flask
 
 import settings
+from tests.conftest import GUNICORN_VARIABLES
 from tests.service import REPO
 
 MANIFESTS = sorted((REPO / "deploy" / "k8s").glob("*.yaml"))
@@ -133,7 +134,6 @@ def test_dockerignore_keeps_environments_and_tests_out_of_the_image() -> None:
 
 def test_every_setting_the_service_reads_is_in_the_readmes_configuration_table() -> None:
     table = {line.split("|")[1].strip().strip("`") for line in (REPO / "README.md").read_text().splitlines() if line.startswith("| `")}
-    gunicorn_level = {"HOST", "PORT", "HEALTH_PORT", "WEB_CONCURRENCY", "TIMEOUT", "GRACEFUL_TIMEOUT", "PROMETHEUS_MULTIPROC_DIR"}
     # CLASSIFY_WORKERS is set by gunicorn.conf.py, not by the operator.
-    read = {name for name in settings.ENVIRONMENT if name != "CLASSIFY_WORKERS"} | gunicorn_level
+    read = {name for name in settings.ENVIRONMENT if name != "CLASSIFY_WORKERS"} | set(GUNICORN_VARIABLES)
     assert read <= table, sorted(read - table)

@@ -119,9 +119,11 @@ def test_pillows_limit_holds_for_every_decode_under_way_in_other_threads_and_is_
     first, second = images._pillow_limit(300_000_000), images._pillow_limit(200_000_000)
     first.__enter__()
     second.__enter__()
-    first.__exit__(None, None, None)
-    assert Image.MAX_IMAGE_PIXELS == 200_000_000  # not Pillow's default while the second decodes
-    second.__exit__(None, None, None)
+    try:
+        first.__exit__(None, None, None)
+        assert Image.MAX_IMAGE_PIXELS == 200_000_000  # not Pillow's default while the second decodes
+    finally:
+        second.__exit__(None, None, None)
     assert before == Image.MAX_IMAGE_PIXELS
 
 

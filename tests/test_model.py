@@ -140,7 +140,9 @@ def cache_with(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, conte
     return checkpoints / name
 
 
-def test_torchvision_cache_is_used_the_standard_way(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seeded_weights: Path) -> None:
+def test_torchvision_cache_is_used_the_standard_way(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seeded_weights: Path, fresh_classifier_cache: None
+) -> None:
     # A file under $TORCH_HOME/hub/checkpoints with torchvision's name is loaded without any download.
     # The real file cannot be had here: the entry's URL names the seeded file, by its own hash prefix.
     content = seeded_weights.read_bytes()
@@ -153,7 +155,7 @@ def test_torchvision_cache_is_used_the_standard_way(tmp_path: Path, monkeypatch:
 
 
 def test_a_cached_file_that_is_not_the_one_its_name_promises_is_refused(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seeded_weights: Path
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seeded_weights: Path, master_preload: None
 ) -> None:
     # torch.hub checks the hash only when it downloads; a file put there by hand is checked too.
     cache_with(tmp_path, monkeypatch, "resnet18-f37072fd.pth", seeded_weights.read_bytes())
@@ -213,7 +215,7 @@ def test_a_preload_of_unusable_weights_keeps_the_previous_one(own_weights: Path,
 
 
 @pytest.mark.parametrize("target", ["no_such_module:build", "tests.no_such_module:build", "no_colon"])
-def test_the_master_finds_a_misspelt_factory_module_without_running_user_code(target: str) -> None:
+def test_the_master_refuses_a_factory_module_it_cannot_find(target: str, master_preload: None) -> None:
     # One clear refusal from gunicorn's master, not one per worker racing to fail.
     with pytest.raises(ModelLoadError, match="MODEL_FACTORY"):
         model.preload(ModelSpec(factory=target))

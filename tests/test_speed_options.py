@@ -118,23 +118,21 @@ EMULATED_BF16_EVERY = 10
 DECISIVE = 0.05
 
 
-def test_bf16_agrees_with_fp32_on_top1_for_a_real_model(photos: list[Photo], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bf16_agrees_with_fp32_on_top1_for_a_real_model(
+    photos: list[Photo], monkeypatch: pytest.MonkeyPatch, fresh_classifier_cache: None
+) -> None:
     native = bf16_supported()
     if not native:
         monkeypatch.setattr(model, "bf16_supported", lambda: True)  # the name Classifier consults, via effective_precision
         photos = photos[::EMULATED_BF16_EVERY]
-    load_classifier.cache_clear()  # no classifier an earlier test built, as fp32, for the bf16 spec
-    try:
-        fp32 = load_classifier(ModelSpec(factory="tests.efficientnet_lite:build"))
-        bf16 = load_classifier(ModelSpec(factory="tests.efficientnet_lite:build", precision="bf16"))
-        assert (fp32.precision, bf16.precision) == ("fp32", "bf16")
-        images = [Image.open(photo.path).convert("RGB") for photo in photos]
-        answers: list[tuple[list[Prediction], list[Prediction]]] = []
-        for start in range(0, len(images), 25):
-            batch = images[start : start + 25]
-            answers += zip(fp32.predict(batch, 2), bf16.predict(batch, 1), strict=True)
-    finally:
-        load_classifier.cache_clear()  # nor one built under the patch for a later test
+    fp32 = load_classifier(ModelSpec(factory="tests.efficientnet_lite:build"))
+    bf16 = load_classifier(ModelSpec(factory="tests.efficientnet_lite:build", precision="bf16"))
+    assert (fp32.precision, bf16.precision) == ("fp32", "bf16")
+    images = [Image.open(photo.path).convert("RGB") for photo in photos]
+    answers: list[tuple[list[Prediction], list[Prediction]]] = []
+    for start in range(0, len(images), 25):
+        batch = images[start : start + 25]
+        answers += zip(fp32.predict(batch, 2), bf16.predict(batch, 1), strict=True)
     assert any(a[0].probability != b[0].probability for a, b in answers), "bf16 answered exactly as fp32: it did not run"
     agree = sum(a[0].index == b[0].index for a, b in answers)
     if native:

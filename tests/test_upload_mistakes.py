@@ -24,7 +24,7 @@ def message(response, status: int, code: str) -> str:
 FORM = f"multipart/form-data; boundary={BOUNDARY}"
 
 
-def test_an_image_field_sent_as_text_says_to_send_a_file(client: FlaskClient, jpeg: bytes) -> None:
+def test_an_image_field_sent_as_text_says_to_send_a_file(client: FlaskClient) -> None:
     # curl -F 'image=<photo.jpg' (< instead of @), or a Postman row left as Text.
     body = multipart(Part("image", b"not a file part", filename=None))
     text = message(client.post("/classify", data=body, content_type=FORM), 400, "missing_image")

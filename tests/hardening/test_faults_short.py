@@ -71,16 +71,18 @@ def test_a_broken_weights_file_stops_neither_a_replacement_worker_nor_a_sighup(
     broken = served_weights.with_name("broken.pth")
     broken.write_bytes(good[:1000])
     broken.replace(served_weights)
-    victims = children(master)  # both, so that replacements answer what follows
-    for victim in victims:
-        os.kill(victim, signal.SIGKILL)
-    workers = wait_for_workers(master, 2, exclude=set(victims))
-    assert served() == before
-    os.kill(master, signal.SIGHUP)
-    wait_for_workers(master, 2, exclude=set(workers))
-    assert served() == before
-    assert "classify: SIGHUP: " in chaos.log() and "The new workers serve the model read before." in chaos.log()
-    served_weights.write_bytes(good)  # for the tests after this one
+    try:
+        victims = children(master)  # both, so that replacements answer what follows
+        for victim in victims:
+            os.kill(victim, signal.SIGKILL)
+        workers = wait_for_workers(master, 2, exclude=set(victims))
+        assert served() == before
+        os.kill(master, signal.SIGHUP)
+        wait_for_workers(master, 2, exclude=set(workers))
+        assert served() == before
+        assert "classify: SIGHUP: " in chaos.log() and "The new workers serve the model read before." in chaos.log()
+    finally:
+        served_weights.write_bytes(good)  # for the tests after this one
 
 
 def test_sigterm_lets_in_flight_requests_finish_then_exits_0(chaos: service.Service) -> None:
