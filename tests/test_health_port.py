@@ -7,7 +7,6 @@ import signal
 import socket
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -27,17 +26,8 @@ def server(tmp_path_factory: pytest.TempPathFactory, seeded_weights: Path) -> It
     running.stop()  # idempotent: the last test stops it already
 
 
-@contextmanager
-def worker_held_by_an_upload(server: service.Service) -> Iterator[socket.socket]:
-    """The only worker reading a body that has not all arrived: it takes no other request meanwhile."""
-    head = b"POST /classify HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nContent-Length: 100000\r\n\r\n"
-    with socket.create_connection(wire.address(server.url)) as upload:
-        upload.sendall(head + b"\xff\xd8")
-        yield upload
-
-
 def test_the_health_port_answers_while_the_only_worker_is_busy(server: service.Service) -> None:
-    with worker_held_by_an_upload(server):
+    with wire.held_upload(server.url, 100_000):
         with pytest.raises(requests.Timeout):  # the main port's /health queues behind the upload
             requests.get(f"{server.url}/health", timeout=1.5)
         answer = requests.get(f"{server.health_url}/health", timeout=5)  # type: ignore[attr-defined]
@@ -61,7 +51,7 @@ def test_the_health_port_serves_only_get_and_head_of_health_as_json(server: serv
 
 def test_the_health_port_says_503_while_a_stopping_worker_finishes_its_request(server: service.Service) -> None:
     url = server.health_url  # type: ignore[attr-defined]
-    with worker_held_by_an_upload(server):
+    with wire.held_upload(server.url, 100_000):
         os.kill(server.master_pid(), signal.SIGTERM)
         deadline = time.monotonic() + 10
         while (answer := requests.get(f"{url}/health", timeout=5)).status_code == 200 and time.monotonic() < deadline:

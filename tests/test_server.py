@@ -99,19 +99,17 @@ def test_sigterm_answers_the_requests_already_queued_too_then_exits_cleanly(tmp_
     # One worker, held by an upload whose body has not all arrived; three more requests wait in the
     # listen queue. They were sent before the stop, so they must be answered, not reset.
     running = service.start(tmp_path / "log", {"MODEL_WEIGHTS": str(seeded_weights)}, workers=1)
-    head = b"POST /classify HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nContent-Length: 4\r\n\r\n"
     try:
-        held = socket.create_connection(wire.address(running.url), timeout=30)
-        held.sendall(head + b"\xff\xd8")
-        queued = [socket.create_connection(wire.address(running.url), timeout=30) for _ in range(3)]
-        for sock in queued:
-            sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
-        time.sleep(0.5)
-        os.kill(running.master_pid(), signal.SIGTERM)
-        time.sleep(0.5)
-        held.sendall(b"\xff\xd9")  # the in-flight upload completes (a broken JPEG: a 415)
-        assert wire.parse(wire.read_to_close(held)).status == 415
-        assert [wire.parse(wire.read_to_close(sock, tolerate=OSError)).status for sock in queued] == [200, 200, 200]
+        with wire.held_upload(running.url, 4) as held:
+            queued = [socket.create_connection(wire.address(running.url), timeout=30) for _ in range(3)]
+            for sock in queued:
+                sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            time.sleep(0.5)
+            os.kill(running.master_pid(), signal.SIGTERM)
+            time.sleep(0.5)
+            held.sendall(b"\xff\xd9")  # the in-flight upload completes (a broken JPEG: a 415)
+            assert wire.parse(wire.read_to_close(held)).status == 415
+            assert [wire.parse(wire.read_to_close(sock, tolerate=OSError)).status for sock in queued] == [200, 200, 200]
     finally:
         assert running.stop() == 0
     assert "Shutting down: Master" in running.log()

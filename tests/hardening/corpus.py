@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from PIL import Image, features
 
 from tests.conftest import image_bytes
+from tests.hardening.wire import request_head
 
 MIB = 1024 * 1024
 LIMITS = {"MAX_UPLOAD_MB": "1", "MAX_FILES": "4"}
@@ -246,11 +247,6 @@ def cases(photo: bytes) -> list[Case]:
 def chunked(body: bytes, size: int = 64 * 1024) -> bytes:
     pieces = [body[i : i + size] for i in range(0, len(body), size)]
     return b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in pieces) + b"0\r\n\r\n"
-
-
-def request_head(content_type: str, *extra: str) -> bytes:
-    lines = ["POST /classify HTTP/1.1", "Host: 127.0.0.1", f"Content-Type: {content_type}", *extra]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
 def wire_case(name: str, status: int, code: str, content_type: str, chunked_body: bytes) -> Case:

@@ -13,8 +13,8 @@ from scripts.traffic import Payload
 from tests import service
 from tests.hardening.answers import assert_json_answer
 from tests.hardening.conftest import API_KEY, TIMEOUTS
-from tests.hardening.corpus import MAX_BYTES, chunked, request_head, short_body_request
-from tests.hardening.wire import Answer, address, build, exchange, parse, read_to_close, with_header
+from tests.hardening.corpus import MAX_BYTES, chunked, short_body_request
+from tests.hardening.wire import Answer, address, build, exchange, parse, read_to_close, request_head, with_header
 
 pytestmark = pytest.mark.usefixtures("watch_workers")
 DEADLINE = float(TIMEOUTS["UPLOAD_TIMEOUT"])

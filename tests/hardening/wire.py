@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +27,11 @@ class Answer:
             return self.json()["error"]["code"]  # type: ignore[no-any-return]
         except (ValueError, KeyError, IndexError, TypeError):
             return None
+
+
+def request_head(content_type: str, *extra: str) -> bytes:
+    lines = ["POST /classify HTTP/1.1", "Host: 127.0.0.1", f"Content-Type: {content_type}", *extra]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
 def address(url: str) -> tuple[str, int]:
@@ -83,3 +90,12 @@ def build(method: str, path: str, headers: dict[str, str], body: bytes) -> bytes
     if method != "GET" or body:
         lines.append(f"Content-Length: {len(body)}")
     return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8") + body
+
+
+@contextmanager
+def held_upload(url: str, length: int) -> Iterator[socket.socket]:
+    """A POST /classify whose body (Content-Length `length`) has sent its first 2 bytes only: the
+    worker that took it reads on, and takes no other request meanwhile."""
+    with socket.create_connection(address(url), timeout=30) as upload:
+        upload.sendall(request_head("image/jpeg", f"Content-Length: {length}") + b"\xff\xd8")
+        yield upload
