@@ -105,3 +105,12 @@ def run_to_exit(env: Mapping[str, str], timeout: float = 120) -> subprocess.Comp
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
     return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+def refused_to_start(env: Mapping[str, str]) -> subprocess.CompletedProcess[str]:
+    """`make run` that must refuse to start: a non-zero exit and no traceback in anything it printed."""
+    result = run_to_exit(env)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output
+    assert "Traceback" not in output, output
+    return result

@@ -151,12 +151,10 @@ def test_without_usable_weights_the_server_refuses_to_start_with_a_clear_message
     garbage = tmp_path / "garbage.pth"
     garbage.write_bytes(b"this is not a torch file")
     env = {key: value.replace("__garbage__", str(garbage)).replace("__resnet18__", str(seeded_weights)) for key, value in env.items()}
-    result = service.run_to_exit({**env, "TORCH_HOME": str(tmp_path / "torch-home")})
+    result = service.refused_to_start({**env, "TORCH_HOME": str(tmp_path / "torch-home")})
     output = result.stdout + result.stderr
-    assert result.returncode != 0
     assert output.count("classify: cannot start:") == 1  # said once, by the master, before any worker
     assert "MODEL_WEIGHTS" in output or "do not fit" in output
-    assert "Traceback" not in output
 
 
 @pytest.mark.parametrize(
@@ -179,8 +177,5 @@ def test_without_usable_weights_the_server_refuses_to_start_with_a_clear_message
     ],
 )
 def test_unusable_server_settings_refuse_to_start_in_one_line(seeded_weights: Path, env: dict[str, str], named: str) -> None:
-    result = service.run_to_exit({"MODEL_WEIGHTS": str(seeded_weights), **env})
-    output = result.stdout + result.stderr
-    assert result.returncode != 0
-    assert f"classify: cannot start: {named}" in output
-    assert "Traceback" not in output
+    result = service.refused_to_start({"MODEL_WEIGHTS": str(seeded_weights), **env})
+    assert f"classify: cannot start: {named}" in result.stdout + result.stderr
