@@ -18,43 +18,50 @@ from tests.hardening import wire
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, seeded_weights: Path) -> Iterator[service.Service]:
-    env = {"MODEL_WEIGHTS": str(seeded_weights), "HEALTH_PORT": str(service.free_port())}
+def health_port_number() -> int:
+    return service.free_port()
+
+
+@pytest.fixture(scope="module")
+def health_url(health_port_number: int) -> str:
+    return f"http://127.0.0.1:{health_port_number}"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, seeded_weights: Path, health_port_number: int) -> Iterator[service.Service]:
+    env = {"MODEL_WEIGHTS": str(seeded_weights), "HEALTH_PORT": str(health_port_number)}
     running = service.start(tmp_path_factory.mktemp("health") / "gunicorn.log", env, workers=1)
-    running.health_url = f"http://127.0.0.1:{env['HEALTH_PORT']}"  # type: ignore[attr-defined]
     yield running
     running.stop()  # idempotent: the last test stops it already
 
 
-def test_the_health_port_answers_while_the_only_worker_is_busy(server: service.Service) -> None:
+def test_the_health_port_answers_while_the_only_worker_is_busy(server: service.Service, health_url: str) -> None:
     with wire.held_upload(server.url, 100_000):
         with pytest.raises(requests.Timeout):  # the main port's /health queues behind the upload
             requests.get(f"{server.url}/health", timeout=1.5)
-        answer = requests.get(f"{server.health_url}/health", timeout=5)  # type: ignore[attr-defined]
+        answer = requests.get(f"{health_url}/health", timeout=5)
     assert answer.status_code == 200
     assert answer.json() == {"status": "ok", "model": "resnet18"}
     assert answer.headers["Content-Type"] == "application/json"
 
 
-def test_the_health_port_serves_only_get_and_head_of_health_as_json(server: service.Service) -> None:
-    url = server.health_url  # type: ignore[attr-defined]
-    head = requests.head(f"{url}/health", timeout=5)
+def test_the_health_port_serves_only_get_and_head_of_health_as_json(server: service.Service, health_url: str) -> None:
+    head = requests.head(f"{health_url}/health", timeout=5)
     assert (head.status_code, head.content) == (200, b"")
-    missing = requests.get(f"{url}/classify", timeout=5)
+    missing = requests.get(f"{health_url}/classify", timeout=5)
     assert (missing.status_code, missing.json()["error"]["code"]) == (404, "not_found")
-    posted = requests.post(f"{url}/health", data=b"x", timeout=5)
+    posted = requests.post(f"{health_url}/health", data=b"x", timeout=5)
     assert (posted.status_code, posted.json()["error"]["code"]) == (405, "method_not_allowed")
     assert posted.headers["Allow"] == "GET, HEAD"
-    garbled = wire.exchange(url, b"NOT HTTP AT ALL\r\n\r\n", timeout=5)
+    garbled = wire.exchange(health_url, b"NOT HTTP AT ALL\r\n\r\n", timeout=5)
     assert (garbled.status, garbled.error_code) == (400, "bad_request")
 
 
-def test_the_health_port_says_503_while_a_stopping_worker_finishes_its_request(server: service.Service) -> None:
-    url = server.health_url  # type: ignore[attr-defined]
+def test_the_health_port_says_503_while_a_stopping_worker_finishes_its_request(server: service.Service, health_url: str) -> None:
     with wire.held_upload(server.url, 100_000):
         os.kill(server.master_pid(), signal.SIGTERM)
         deadline = time.monotonic() + 10
-        while (answer := requests.get(f"{url}/health", timeout=5)).status_code == 200 and time.monotonic() < deadline:
+        while (answer := requests.get(f"{health_url}/health", timeout=5)).status_code == 200 and time.monotonic() < deadline:
             time.sleep(0.05)
         assert answer.status_code == 503
         assert answer.json()["status"] == "stopping"

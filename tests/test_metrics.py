@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import io
-
 from flask.testing import FlaskClient
 
-from tests.conftest import Photo
+from tests.conftest import Photo, upload
 from tests.prometheus_text import sample
 
 
@@ -52,8 +50,7 @@ def test_classifying_counts_images_inference_and_bytes(client: FlaskClient, phot
     images, batches, uploaded = (sample(scrape(client), name) for name in (
         "classify_images_classified_total", "classify_inference_duration_seconds_count", "classify_upload_bytes_sum"))  # fmt: skip
     rejected = sample(scrape(client), "classify_images_rejected_total", code="invalid_image")
-    files = {"image": [(io.BytesIO(data[0]), "a.jpg"), (io.BytesIO(data[1]), "b.jpg"), (io.BytesIO(b"text"), "c.txt")]}
-    assert client.post("/classify", data=files).status_code == 200
+    assert upload(client, ("image", data[0], "a.jpg"), ("image", data[1], "b.jpg"), ("image", b"text", "c.txt")).status_code == 200
     assert sample(scrape(client), "classify_images_classified_total") == images + 2
     assert sample(scrape(client), "classify_inference_duration_seconds_count") == batches + 1  # one batched forward pass
     assert sample(scrape(client), "classify_upload_bytes_sum") == uploaded + len(data[0]) + len(data[1]) + 4

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import re
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from openapi_spec_validator import validate
 
 import images
 from app import create_app
+from tests.conftest import upload
 
 AUTOMATIC_METHODS = {"HEAD", "OPTIONS"}  # werkzeug adds them to every rule
 
@@ -97,10 +97,6 @@ def schema_validator(document: dict[str, Any], path: str, method: str, status: i
     return OAS30Validator({**schema, "components": document["components"]})
 
 
-def multipart(*files: tuple[str, bytes]) -> dict[str, Any]:
-    return {"image": [(io.BytesIO(data), name) for name, data in files]}
-
-
 @pytest.mark.parametrize(
     ("case", "status"),
     [
@@ -119,14 +115,14 @@ def test_real_classify_responses_match_the_documented_schemas(
 ) -> None:
     client = create_app({"TESTING": True, "MODEL_WEIGHTS": str(seeded_weights), "MAX_FILES": 3}).test_client()
     requests_by_case = {
-        "one photo": lambda: client.post("/classify", data=multipart(("a.jpg", jpeg))),
-        "several photos, one bad": lambda: client.post("/classify", data=multipart(("a.jpg", jpeg), ("notes.txt", b"hello"))),
+        "one photo": lambda: upload(client, ("image", jpeg, "a.jpg")),
+        "several photos, one bad": lambda: upload(client, ("image", jpeg, "a.jpg"), ("image", b"hello", "notes.txt")),
         "raw body": lambda: client.post("/classify?topk=2", data=jpeg, content_type="image/jpeg"),
         "no image": lambda: client.post("/classify", data={"topk": "3"}, content_type="multipart/form-data"),
-        "bad topk": lambda: client.post("/classify?topk=abc", data=multipart(("a.jpg", jpeg))),
+        "bad topk": lambda: upload(client, ("image", jpeg, "a.jpg"), query="?topk=abc"),
         "not an image": lambda: client.post("/classify", data=b"hello", content_type="image/png"),
-        "several files, all bad": lambda: client.post("/classify", data=multipart(("a.txt", b"x"), ("b.txt", b"y"))),
-        "too many files": lambda: client.post("/classify", data=multipart(*[(f"{i}.jpg", jpeg) for i in range(4)])),
+        "several files, all bad": lambda: upload(client, ("image", b"x", "a.txt"), ("image", b"y", "b.txt")),
+        "too many files": lambda: upload(client, *[("image", jpeg, f"{i}.jpg") for i in range(4)]),
     }
     response = requests_by_case[case]()
     assert response.status_code == status
