@@ -22,7 +22,7 @@ COPY *.py imagenet_classes.txt ./
 COPY web/ web/
 
 # The default weights baked in (hash-checked by torchvision), so that containers start without internet.
-RUN python -c "import settings, model; model.preload(model.ModelSpec.from_settings(settings.load()))"
+RUN python -c "import settings, model, model_loader; model_loader.preload(model.ModelSpec.from_settings(settings.load()))"
 ENV MODEL_DOWNLOAD=0
 
 RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin classify

@@ -18,7 +18,8 @@ import settings
 from cpus import available_cpus
 from errors import register_error_handlers
 from hardening import harden
-from model import ModelSpec, load_classifier, set_threads
+from model import ModelSpec, set_threads
+from model_loader import load_classifier
 from upload import InMemoryRequest
 
 

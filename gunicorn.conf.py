@@ -2,7 +2,7 @@
 
 The master imports torch (so workers share those pages after the fork) but runs no torch
 compute: OpenMP thread pools do not survive a fork. It reads the weights, labels and keys once
-(model.preload, settings.hold_keys_file); each worker builds its own model from them.
+(model_loader.preload, settings.hold_keys_file); each worker builds its own model from them.
 """
 
 import gc
@@ -74,7 +74,7 @@ def post_worker_init(worker):
 def on_starting(server):
     """Refuse to start, once and clearly, when the configuration or the weights are unusable.
     Otherwise keep the weights, labels and keys, which every worker is then built from
-    (model.preload, settings.hold_keys_file), whatever becomes of the files."""
+    (model_loader.preload, settings.hold_keys_file), whatever becomes of the files."""
     try:
         settings.hold_keys_file(settings.load(with_keys_file=False)["API_KEYS_FILE"])
         config = settings.load()  # with the keys just held: the file is read once
@@ -88,9 +88,10 @@ def on_starting(server):
     # torch, in the master so that the workers share its pages; only now, so that the checks above
     # need not wait seconds for it.
     import model
+    import model_loader
 
     try:
-        model.preload(model.ModelSpec.from_settings(config))
+        model_loader.preload(model.ModelSpec.from_settings(config))
     except model.ModelLoadError as exc:
         _cannot_start(exc)
     if server.health_socket is not None:
@@ -121,10 +122,11 @@ def on_reload(server):
     """SIGHUP: read the (perhaps replaced) weights, labels and keys file again for the new workers.
     Unusable ones are refused, and the new workers serve what the old ones did."""
     import model
+    import model_loader
 
     config = settings.load(with_keys_file=False)  # the environment, checked at start, is unchanged
     try:
-        model.preload(model.ModelSpec.from_settings(config))
+        model_loader.preload(model.ModelSpec.from_settings(config))
     except model.ModelLoadError as exc:
         server.log.error("classify: SIGHUP: %s The new workers serve the model read before.", exc)
     try:  # on its own: a key to revoke must not wait for a good weights file

@@ -1,7 +1,7 @@
 """Where model weights come from: torchvision's hash-checked cache, or a local file.
 
 Nothing here runs torch compute, so the gunicorn master may use it before it forks
-(model.preload): a missing file is reported once, clearly, instead of by every worker.
+(model_loader.preload): a missing file is reported once, clearly, instead of by every worker.
 """
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ def _reason(exc: Exception) -> str:
 
 
 def file_sha256(path: Path) -> str:
-    """Hashed once per version of the file: the master checks a cached file's hash, then reports it (model.preload)."""
+    """Hashed once per version of the file: the master checks a cached file's hash, then reports it (model_loader.preload)."""
     stat = path.stat()
     return _sha256(str(path), stat.st_ino, stat.st_size, stat.st_mtime_ns)
 

@@ -23,7 +23,8 @@ from PIL import Image
 from raw import phone_size, photos_dir
 
 from images import decode_image
-from model import ModelSpec, bf16_supported, load_classifier
+from model import ModelSpec, bf16_supported
+from model_loader import load_classifier
 
 FACTORY = "tests.efficientnet_lite:build"
 

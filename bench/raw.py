@@ -43,7 +43,8 @@ def one_process(threads: int, seconds: float, batch: int) -> dict[str, float]:
     from PIL import Image
 
     import settings
-    from model import ModelSpec, load_classifier, set_threads
+    from model import ModelSpec, set_threads
+    from model_loader import load_classifier
 
     set_threads(threads)
     classifier = load_classifier(ModelSpec.from_settings(settings.load()))
@@ -64,7 +65,8 @@ def decode_cost(limit: int = 200) -> dict[str, float]:
     """Median ms to decode and preprocess one shared photo, on one thread, as a request does."""
     import settings
     from images import decode_image
-    from model import ModelSpec, load_classifier, set_threads
+    from model import ModelSpec, set_threads
+    from model_loader import load_classifier
 
     set_threads(1)
     classifier = load_classifier(ModelSpec.from_settings(settings.load()))

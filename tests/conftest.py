@@ -20,7 +20,7 @@ from werkzeug.test import TestResponse
 
 import settings
 from app import create_app
-from model import load_classifier
+from model_loader import load_classifier
 from tests.service import REPO
 
 SHARED = Path(os.environ.get("SHARED_DIR", REPO.parent / "shared"))
@@ -36,7 +36,7 @@ SERVICE_VARIABLES = [*settings.ENVIRONMENT, *GUNICORN_VARIABLES, "GUNICORN_CMD_A
 
 @pytest.fixture
 def fresh_classifier_cache() -> Iterator[None]:
-    """model.load_classifier builds each spec once per process: for a test whose spec means something
+    """model_loader.load_classifier builds each spec once per process: for a test whose spec means something
     else under its patches, no classifier from before it, and none left for after."""
     load_classifier.cache_clear()
     yield

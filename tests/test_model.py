@@ -14,10 +14,11 @@ from flask import Flask
 from PIL import Image
 from torchvision.models import ResNet18_Weights
 
-import model
+import model_loader
 from app import create_app
 from images import decode_image
-from model import IMAGENET_LABELS, ModelLoadError, ModelSpec, load_classifier
+from model import ModelLoadError, ModelSpec
+from model_loader import IMAGENET_LABELS, load_classifier
 from scripts import harness
 from tests.conftest import Photo
 
@@ -102,7 +103,7 @@ def test_a_labels_file_that_is_not_utf8_is_refused_clearly(tmp_path: Path) -> No
     labels = tmp_path / "labels.txt"
     labels.write_bytes("caf\u00e9\n".encode("latin-1"))
     with pytest.raises(ModelLoadError, match="is not UTF-8 text"):
-        model.read_labels(labels)
+        model_loader.read_labels(labels)
 
 
 def test_weights_that_do_not_fit_the_architecture_are_refused(seeded_weights: Path) -> None:
@@ -160,7 +161,7 @@ def test_a_cached_file_that_is_not_the_one_its_name_promises_is_refused(
     # torch.hub checks the hash only when it downloads; a file put there by hand is checked too.
     cache_with(tmp_path, monkeypatch, "resnet18-f37072fd.pth", seeded_weights.read_bytes())
     with pytest.raises(ModelLoadError, match="sha256 does not start with f37072fd"):
-        model.preload(ModelSpec(download=False))
+        model_loader.preload(ModelSpec(download=False))
 
 
 @pytest.fixture
@@ -173,16 +174,16 @@ def own_weights(tmp_path: Path, seeded_weights: Path) -> Path:
 
 @pytest.fixture
 def master_preload() -> Iterator[None]:
-    """model.preload as gunicorn's master calls it; forgotten after the test."""
+    """model_loader.preload as gunicorn's master calls it; forgotten after the test."""
     yield
-    model._preloaded = None
+    model_loader._preloaded = None
 
 
 def test_workers_use_the_weights_the_master_preloaded_without_a_copy(own_weights: Path, seeded_weights: Path, master_preload: None) -> None:
     spec = ModelSpec(weights_file=str(own_weights))
-    model.preload(spec)  # what the gunicorn master does before forking
-    assert model._preloaded is not None and model._preloaded.state_dict is not None
-    preloaded = {t.untyped_storage().data_ptr() for t in model._preloaded.state_dict.values()}
+    model_loader.preload(spec)  # what the gunicorn master does before forking
+    assert model_loader._preloaded is not None and model_loader._preloaded.state_dict is not None
+    preloaded = {t.untyped_storage().data_ptr() for t in model_loader._preloaded.state_dict.values()}
     built = [*load_classifier(spec).module.parameters()]
     shared = sum(p.numel() for p in built if p.untyped_storage().data_ptr() in preloaded)
     assert shared / sum(p.numel() for p in built) > 0.98  # all but the 1x1 convolutions' few KB
@@ -196,7 +197,7 @@ def test_a_worker_built_after_the_weights_file_changed_still_serves_what_the_mas
     # A replacement for a crashed worker, after an operator put new weights in place but before
     # any SIGHUP: it must serve the model the other workers serve, and say so in GET /model.
     spec = ModelSpec(weights_file=str(own_weights))
-    model.preload(spec)
+    model_loader.preload(spec)
     harness.seeded_weights(tmp_path / "new.pth", seed=1).replace(own_weights)
     classifier = load_classifier(spec)
     expected = torch.load(seeded_weights, weights_only=True)["fc.bias"]
@@ -207,10 +208,10 @@ def test_a_worker_built_after_the_weights_file_changed_still_serves_what_the_mas
 def test_a_preload_of_unusable_weights_keeps_the_previous_one(own_weights: Path, seeded_weights: Path, master_preload: None) -> None:
     # A SIGHUP with a broken file: the new workers keep serving, with the weights read before.
     spec = ModelSpec(weights_file=str(own_weights))
-    model.preload(spec)
+    model_loader.preload(spec)
     own_weights.write_bytes(b"half a file")
     with pytest.raises(ModelLoadError):
-        model.preload(spec)
+        model_loader.preload(spec)
     assert torch.equal(load_classifier(spec).module.get_parameter("fc.bias"), torch.load(seeded_weights, weights_only=True)["fc.bias"])
 
 
@@ -218,7 +219,7 @@ def test_a_preload_of_unusable_weights_keeps_the_previous_one(own_weights: Path,
 def test_the_master_refuses_a_factory_module_it_cannot_find(target: str, master_preload: None) -> None:
     # One clear refusal from gunicorn's master, not one per worker racing to fail.
     with pytest.raises(ModelLoadError, match="MODEL_FACTORY"):
-        model.preload(ModelSpec(factory=target))
+        model_loader.preload(ModelSpec(factory=target))
 
 
 def test_the_master_runs_no_code_of_the_factory_module_or_its_packages(
@@ -230,7 +231,7 @@ def test_the_master_runs_no_code_of_the_factory_module_or_its_packages(
     (package / "__init__.py").write_text("raise RuntimeError('the master ran this')\n")
     (package / "models.py").write_text("raise RuntimeError('the master ran this')\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    model.preload(ModelSpec(factory="userpkg.models:build"))
+    model_loader.preload(ModelSpec(factory="userpkg.models:build"))
     assert "userpkg" not in sys.modules and "userpkg.models" not in sys.modules
     with pytest.raises(ModelLoadError, match=r"no module named 'userpkg\.other'"):
-        model.preload(ModelSpec(factory="userpkg.other:build"))
+        model_loader.preload(ModelSpec(factory="userpkg.other:build"))

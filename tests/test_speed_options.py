@@ -13,7 +13,8 @@ from PIL import Image
 import cpu_budget
 import model
 from app import create_app
-from model import ModelSpec, Prediction, bf16_supported, load_classifier
+from model import ModelSpec, Prediction, bf16_supported
+from model_loader import load_classifier
 from tests.conftest import Photo
 
 
