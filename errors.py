@@ -46,8 +46,13 @@ class APIError(Exception):
         return {"code": self.code, "message": self.message}
 
 
+def error_body(code: str, message: str) -> dict[str, dict[str, str]]:
+    """The one shape of every error, also where gunicorn or the health port answers (no Flask)."""
+    return {"error": {"code": code, "message": message}}
+
+
 def error_response(status: int, code: str, message: str) -> Response:
-    response = jsonify(error={"code": code, "message": message})
+    response = jsonify(error_body(code, message))
     response.status_code = status
     return response
 

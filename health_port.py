@@ -19,8 +19,8 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from errors import HTTP_CODES
-from exposure import JSON_HEADERS, SECURITY_HEADERS
+from errors import HTTP_CODES, error_body
+from exposure import JSON_ANSWER_HEADERS
 
 ONLY_HEALTH = "This port answers GET /health only."
 
@@ -42,7 +42,7 @@ class _HealthHandler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         if self.path.partition("?")[0] != "/health":
-            self._send(404, {"error": {"code": "not_found", "message": ONLY_HEALTH}})
+            self._send(404, error_body("not_found", ONLY_HEALTH))
         elif self.server.stopping():
             self._send(503, {"status": "stopping", "model": self.server.model})
         else:
@@ -56,14 +56,14 @@ class _HealthHandler(BaseHTTPRequestHandler):
         self.close_connection = True
         self.request_version = self.protocol_version  # not the bare body http.server gives what looks like HTTP/0.9
         if code == HTTPStatus.NOT_IMPLEMENTED:
-            self._send(405, {"error": {"code": "method_not_allowed", "message": ONLY_HEALTH}})
+            self._send(405, error_body("method_not_allowed", ONLY_HEALTH))
         else:
-            self._send(code, {"error": {"code": HTTP_CODES.get(code, "bad_request"), "message": message or ""}})
+            self._send(code, error_body(HTTP_CODES.get(code, "bad_request"), message or ""))
 
     def _send(self, status: int, body: dict[str, Any]) -> None:
         payload = json.dumps(body).encode()
         self.send_response(status)
-        for name, value in {**SECURITY_HEADERS, **JSON_HEADERS, "Content-Type": "application/json"}.items():
+        for name, value in JSON_ANSWER_HEADERS.items():
             self.send_header(name, value)
         if status == 405:
             self.send_header("Allow", "GET, HEAD")

@@ -31,8 +31,8 @@ from gunicorn.workers import sync
 import deadline
 import listen_queue
 import request_id
-from errors import INTERNAL_ERROR_MESSAGE
-from exposure import JSON_HEADERS, SECURITY_HEADERS
+from errors import INTERNAL_ERROR_MESSAGE, error_body
+from exposure import JSON_ANSWER_HEADERS
 
 # Codes for the statuses gunicorn itself answers with (gunicorn/workers/base.py handle_error).
 GUNICORN_CODES = {
@@ -54,8 +54,7 @@ class HeaderTimeout(Exception):
         return "request headers did not arrive in time"
 
 
-# The same headers the app puts on its own JSON answers (exposure.py).
-_SECURITY_HEADER_LINES = "".join(f"{name}: {value}\r\n" for name, value in {**SECURITY_HEADERS, **JSON_HEADERS}.items())
+_JSON_HEADER_LINES = "".join(f"{name}: {value}\r\n" for name, value in JSON_ANSWER_HEADERS.items())
 
 
 def _readable(mesg: str, limit: int = 300) -> str:
@@ -70,11 +69,11 @@ def write_json_error(sock: Any, status_int: int, reason: str, mesg: str) -> None
     request id, a JSON log line and a count in the metrics, like the app's own answers."""
     code = GUNICORN_CODES.get(status_int) or reason.lower().replace(" ", "_")
     message = _readable(mesg) or (INTERNAL_ERROR_MESSAGE if status_int >= 500 else reason)
-    body = json.dumps({"error": {"code": code, "message": message}}).encode()
+    body = json.dumps(error_body(code, message)).encode()
     rid = request_id.choose(_incoming_request_id())  # a new one if its headers were not read, or could not be
     head = (
-        f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
-        f"{_SECURITY_HEADER_LINES}{request_id.HEADER}: {rid}\r\nContent-Length: {len(body)}\r\n\r\n"
+        f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\n"
+        f"{_JSON_HEADER_LINES}{request_id.HEADER}: {rid}\r\nContent-Length: {len(body)}\r\n\r\n"
     )
     util.write_nonblock(sock, head.encode("latin-1") + body)
     _account(status_int, rid, len(body))
