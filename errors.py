@@ -21,7 +21,7 @@ HTTP_CODES = {
     415: "unsupported_media_type",
     500: "internal_error",
 }
-# Said by the app and by sync_worker.py for gunicorn's own 500s: one wording.
+# Said by the app and by gunicorn_errors.py for gunicorn's own 500s: one wording.
 INTERNAL_ERROR_MESSAGE = "The server failed to handle this request."
 
 

@@ -16,7 +16,7 @@ JSON_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
     "Cache-Control": "no-store",
 }
-# Every header of a JSON answer, for those written outside Flask (sync_worker.py, health_port.py).
+# Every header of a JSON answer, for those written outside Flask (gunicorn_errors.py, health_port.py).
 JSON_ANSWER_HEADERS = {"Content-Type": "application/json", **SECURITY_HEADERS, **JSON_HEADERS}
 
 

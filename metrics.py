@@ -24,7 +24,7 @@ bp = Blueprint("metrics", __name__)
 # Client-chosen text never becomes a label value unbounded: routes are URL rules, methods a fixed set.
 METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
 UNMATCHED = "unmatched"  # unknown paths and wrong methods
-UNPARSED = "unparsed"  # requests gunicorn refused before the app saw them (sync_worker.py)
+UNPARSED = "unparsed"  # requests gunicorn refused before the app saw them (gunicorn_errors.py)
 ABORTED = "aborted"  # requests the app began but did not answer, so gunicorn did: a worker timeout
 
 REQUESTS = Counter("classify_http_requests", "HTTP requests answered, by method, route and status.", ["method", "route", "status"])
@@ -101,7 +101,7 @@ def _observe(response: Response) -> Response:
 
 
 def count_server_answer(status: int, method: str | None) -> None:
-    """An answer gunicorn wrote itself (sync_worker.py); `method` as far as it parsed the request."""
+    """An answer gunicorn wrote itself (gunicorn_errors.py); `method` as far as it parsed the request."""
     route = ABORTED if method is not None and status >= 500 else UNPARSED
     REQUESTS.labels(_method_label(method), route, str(status)).inc()
 

@@ -48,7 +48,7 @@ def record(response: Response) -> dict[str, Any]:
 def server_record(
     status: int, rid: str, response_bytes: int, remote_addr: str | None, method: str | None, path: str | None
 ) -> dict[str, Any]:
-    """The line for an answer gunicorn wrote itself (sync_worker.py): method and path as far as it parsed them."""
+    """The line for an answer gunicorn wrote itself (gunicorn_errors.py): method and path as far as it parsed them."""
     return _line(
         request_id=rid,
         method=method,
