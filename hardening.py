@@ -6,7 +6,7 @@ from __future__ import annotations
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from access import init_access_control
+from api_keys import init_access_control
 from body_guard import BodyGuard
 from exposure import init_exposure
 

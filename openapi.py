@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import access
+import api_keys
 from images import SUPPORTED_FORMATS, SUPPORTED_NAMES
 from model import Classifier
 from settings import MIB
@@ -295,7 +295,7 @@ SECURITY_SCHEMES = {
 def _with_api_keys(paths: dict[str, Any]) -> dict[str, Any]:
     """With API keys on: every operation but the open ones takes a key, and may answer 401."""
     for path, operations in paths.items():
-        if access.is_open(path):
+        if api_keys.is_open(path):
             continue
         for operation in operations.values():
             operation["security"] = [{"bearer": []}, {"apiKey": []}]

@@ -34,7 +34,7 @@ DEFAULTS: dict[str, Any] = {
     "DEFAULT_TOPK": 5,
     "UPLOAD_TIMEOUT": 10.0,  # seconds for the whole request body to arrive (see body_guard.py)
     "HEADER_TIMEOUT": 10.0,  # seconds for the request headers to arrive (see sync_worker.py)
-    "API_KEYS": [],  # empty: no key needed (see access.py)
+    "API_KEYS": [],  # empty: no key needed (see api_keys.py)
     "API_KEYS_FILE": None,  # one key per line, added to API_KEYS by load()
     "CORS_ORIGINS": [],  # empty: no CORS headers at all
     "PROXY_HOPS": 0,  # proxies in front whose X-Forwarded-For and -Proto are trusted (werkzeug's ProxyFix)

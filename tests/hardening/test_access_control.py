@@ -11,7 +11,7 @@ import pytest
 import requests
 from flask.testing import FlaskClient
 
-import access
+import api_keys
 from app import create_app
 from scripts.procs import children, wait_for_workers
 from settings import ConfigError
@@ -184,10 +184,10 @@ def test_every_configured_key_is_compared_on_every_attempt(monkeypatch: pytest.M
         calls.append((a, b))
         return real(a, b)
 
-    monkeypatch.setattr(access.hmac, "compare_digest", counting)
-    digests = [access._digest(key) for key in ("first", "second", "third")]
-    assert access.key_matches("first", digests)
-    assert not access.key_matches("nope", digests)
+    monkeypatch.setattr(api_keys.hmac, "compare_digest", counting)
+    digests = [api_keys._digest(key) for key in ("first", "second", "third")]
+    assert api_keys.key_matches("first", digests)
+    assert not api_keys.key_matches("nope", digests)
     assert len(calls) == 6
     assert all(len(a) == len(b) == 32 for a, b in calls)  # digests: the key's length does not show either
 
