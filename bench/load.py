@@ -2,7 +2,8 @@
 
 Run as its own process (bench/run.py does) so that its CPU is not counted as the server's:
     python bench/load.py http://127.0.0.1:8000 --concurrency 4 --seconds 15 photo1.jpg photo2.jpg
-Prints one JSON object: requests, images, errors, img/s, latency percentiles (ms). The clients
+Prints one JSON object: requests, images, errors, img/s, latency percentiles (ms), and the CPU
+this client itself used (% of one CPU), which it takes from the same machine. The clients
 are scripts/traffic.py's, which the load and fault runs use too; here the bodies are multipart.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import uuid
@@ -30,7 +32,9 @@ def multipart(files: list[Path]) -> Payload:
 
 
 def run(url: str, payloads: list[Payload], images_per_request: int, concurrency: int, seconds: float) -> dict[str, float]:
+    before = os.times()
     result = hammer(f"{url}/classify", payloads, clients=concurrency, seconds=seconds, timeout=60)
+    after = os.times()
     answered = Run([outcome for outcome in result.outcomes if outcome.status == 200])
     ok = [outcome.seconds * 1000 for outcome in answered.outcomes]
 
@@ -47,6 +51,7 @@ def run(url: str, payloads: list[Payload], images_per_request: int, concurrency:
         "p95_ms": percentile(0.95),
         "p99_ms": percentile(0.99),
         "mean_ms": round(statistics.fmean(ok), 1) if ok else float("nan"),
+        "client_cpu_pct": round(100 * (after.user + after.system - before.user - before.system) / result.seconds),
     }
 
 

@@ -16,6 +16,7 @@ Nothing here asserts: it prints figures. BENCHMARKS.md explains them.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import os
@@ -24,6 +25,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import requests
@@ -125,7 +127,10 @@ class TutorialApp:
         self.log = open(RESULTS / "tutorial-app.log", "wb")  # noqa: SIM115 - the child writes to it for its whole life
         bind = self.url.removeprefix("http://")
         self.process = subprocess.Popen(
-            [str(REPO / ".venv" / "bin" / "gunicorn"), "-w", str(workers), "-b", bind, "--chdir", str(REPO / "bench"), "tutorial_app:app"],
+            [str(REPO / ".venv" / "bin" / "gunicorn"), "-w", str(workers), "-b", bind, "tutorial_app:app"],
+            # Started in bench/: from the checkout, gunicorn would read the service's own
+            # gunicorn.conf.py (its worker class, preload and hooks) and this would be no tutorial app.
+            cwd=REPO / "bench",
             env={**os.environ, **env},
             stdout=self.log,
             stderr=subprocess.STDOUT,
@@ -143,7 +148,8 @@ class TutorialApp:
         raise SystemExit(f"the tutorial app did not start; see {RESULTS / 'tutorial-app.log'}")
 
     def stop(self) -> None:
-        os.killpg(self.process.pid, signal.SIGTERM)
+        with contextlib.suppress(ProcessLookupError):  # it may have failed to start
+            os.killpg(self.process.pid, signal.SIGTERM)
         self.process.wait(60)
         self.log.close()
 
@@ -202,118 +208,123 @@ def table(rows: list[list[object]], header: list[str]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description="Benchmark classify on this machine.")
-    parser.add_argument("--seconds", type=float, default=12, help="seconds per concurrency level")
-    parser.add_argument("--levels", default="1,2,4,8,16")
-    args = parser.parse_args()
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    env = {**weights_env(), "BENCH_PHOTOS": str(PHOTOS)}
-    os.environ.update(env)
-    cpus = available_cpus()
-    photos = sorted(PHOTOS.glob("*.JPEG"))
-    out = io.StringIO()
+class Report:
+    """What the run prints, kept to be saved to bench/results/latest.md at the end."""
 
-    def say(text: str = "") -> None:
+    def __init__(self) -> None:
+        self.out = io.StringIO()
+
+    def say(self, text: str = "") -> None:
         print(text, flush=True)
-        out.write(text + "\n")
+        self.out.write(text + "\n")
 
+    def table(self, rows: list[list[object]], header: list[str]) -> None:
+        self.say(table(rows, header))
+
+
+@dataclass
+class Raw:
+    """The model alone at the start of the run."""
+
+    by_arrangement: dict[tuple[int, int], dict]
+    best: tuple[int, int]  # (processes, threads) with the most img/s: the raw limit's arrangement
+    decode_ms: float  # decoding and preprocessing one shared photo, on one CPU
+
+
+def batch1_ceiling(limit: float, decode_ms: float, client_cpu_pct: float, cpus: int) -> float:
+    """The most a server doing one image per forward pass can reach, as a share of the raw limit
+    measured next to it: each image costs its forward pass's CPU plus its decoding's, and the load
+    generator's CPU is taken from the same CPUs. HTTP, parsing and answering would lower it more."""
+    forward_cpu_ms = 1000 * cpus / limit
+    return (1 - client_cpu_pct / (100 * cpus)) * forward_cpu_ms / (forward_cpu_ms + decode_ms)
+
+
+def machine_section(report: Report, env: dict[str, str], cpus: int) -> None:
     cpu_model = next(
         (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if "model name" in line), "?"
     )
-    say(f"# classify benchmark, {time.strftime('%Y-%m-%d %H:%M')}\n")
-    say(
+    report.say(f"# classify benchmark, {time.strftime('%Y-%m-%d %H:%M')}\n")
+    report.say(
         f"Machine: {cpus} CPUs usable ({cpu_model}), {platform.python_version()}, "
         f"weights: {env.get('MODEL_WEIGHTS', 'torchvision cache')}\n"
     )
 
-    raw = {(p, t): raw_model(p, t, 8) for p, t in ((1, cpus), (cpus, 1))}
-    best = max(raw, key=lambda arrangement: raw[arrangement]["img_per_s"])
-    limit = raw[best]["img_per_s"]
-    alone_ms = raw[(1, cpus)]["median_ms"]
-    decode_ms = raw_decode()["decode_preprocess_ms"]
-    say("## The model alone (fp32)\n")
-    say(
-        table(
-            [[f"{p} x {t}", r["img_per_s"], r["median_ms"]] for (p, t), r in raw.items()],
-            ["processes x threads", "img/s", "ms per forward"],
-        )
-    )
-    say(
-        f"\nRaw limit at the start: **{limit} img/s** ({best[0]} x {best[1]}). One image on all {cpus} CPUs: {alone_ms} ms; "
-        f"decode + preprocess of a shared photo: {decode_ms} ms.\n"
-    )
 
-    server = Server(env, workers=int(os.environ.get("WEB_CONCURRENCY") or cpus))
-    say(f"Cold start (launch to first classification, {len(server.pids()) - 1} workers): **{server.cold_start_s:.2f} s**\n")
-    load(server, photos, cpus, 3)  # warm-up
+def raw_section(report: Report, cpus: int) -> Raw:
+    by_arrangement = {(p, t): raw_model(p, t, 8) for p, t in ((1, cpus), (cpus, 1))}
+    raw = Raw(by_arrangement, max(by_arrangement, key=lambda a: by_arrangement[a]["img_per_s"]), raw_decode()["decode_preprocess_ms"])
+    report.say("## The model alone (fp32)\n")
+    report.table(
+        [[f"{p} x {t}", r["img_per_s"], r["median_ms"]] for (p, t), r in by_arrangement.items()],
+        ["processes x threads", "img/s", "ms per forward"],
+    )
+    report.say(
+        f"\nRaw limit at the start: **{by_arrangement[raw.best]['img_per_s']} img/s** ({raw.best[0]} x {raw.best[1]}). "
+        f"One image on all {cpus} CPUs: {by_arrangement[(1, cpus)]['median_ms']} ms; "
+        f"decode + preprocess of a shared photo: {raw.decode_ms} ms.\n"
+    )
+    return raw
+
+
+def levels_section(report: Report, server: Server, photos: list[Path], raw: Raw, levels: list[int], seconds: float) -> dict:
+    """The service at each concurrency level; returns {level: (result, raw limit next to it)}."""
+    cpus = available_cpus()
     rows, ours, lone = [], {}, None
-    first_memory = server.memory_mb()
-    for level in [int(x) for x in args.levels.split(",")]:
+    for level in levels:
         # This machine's speed drifts by tens of percent within minutes: the raw limit each level is
         # compared with is measured right before it.
-        limit_now = raw_limit(best)
-        result = load(server, photos, level, args.seconds)
+        limit_now = raw_limit(raw.best)
+        result = load(server, photos, level, seconds)
         memory = server.memory_mb()
         if level == 1:
             lone = {"p50_ms": result["p50_ms"], **raw_alone(cpus)}
         ours[level] = (result, limit_now)
+        ceiling = batch1_ceiling(limit_now, raw.decode_ms, result["client_cpu_pct"], cpus)
         rows.append(
             [
                 level,
                 result["img_per_s"],
                 limit_now,
                 f"{result['img_per_s'] / limit_now:.2f}",
+                f"{ceiling:.2f}",
                 result["p50_ms"],
                 result["p95_ms"],
                 result["p99_ms"],
                 result["errors"],
                 result["server_cpu_pct"],
+                result["client_cpu_pct"],
                 memory["rss_mb"],
                 memory["pss_mb"],
             ]
         )
-    say("## The service, fp32, 500x375-ish shared photos, multipart uploads\n")
-    say(
-        table(
-            rows,
-            [
-                "clients",
-                "img/s",
-                "raw limit just before",
-                "÷ raw limit",
-                "p50 ms",
-                "p95 ms",
-                "p99 ms",
-                "errors",
-                "server CPU %",
-                "RSS MB",
-                "PSS MB",
-            ],
-        )
+    report.say("## The service, fp32, 500x375-ish shared photos, multipart uploads\n")
+    header = ["clients", "img/s", "raw limit just before", "÷ raw limit", "batch-1 ceiling", "p50 ms", "p95 ms", "p99 ms"]
+    report.table(rows, [*header, "errors", "server CPU %", "client CPU %", "RSS MB", "PSS MB"])
+    report.say(
+        "\nBatch-1 ceiling: the most any server that runs one image per forward pass could reach, as a share of "
+        "the raw limit: the forward pass's CPU over that plus decoding's, less the client's share of the CPUs."
     )
     if lone:
         model_and_decode = lone["median_ms"] + lone["decode_preprocess_ms"]
-        say(
+        report.say(
             f"\nLone request p50 {lone['p50_ms']} ms; measured next to it, one image on all CPUs {lone['median_ms']} ms "
             f"+ decode {lone['decode_preprocess_ms']} ms = {model_and_decode:.1f} ms: "
             f"**{lone['p50_ms'] / model_and_decode:.2f}x** (target <= 1.15)."
         )
-    end_memory = server.memory_mb()
-    say(
-        f"Memory: {end_memory['processes']} processes, RSS {end_memory['rss_mb']} MB, PSS {end_memory['pss_mb']} MB "
-        f"(after warm-up: RSS {first_memory['rss_mb']} MB).\n"
-    )
+    return ours
+
+
+def tutorial_section(report: Report, env: dict[str, str], photos: list[Path], raw: Raw, ours: dict, seconds: float) -> None:
     # After the service's levels, not during them: its processes would share library pages with
     # the service's and so lower the service's PSS.
-    tutorial = TutorialApp(env, workers=cpus)
-    load_url(tutorial.url, photos, cpus, 3)  # warm-up
-    baseline_rows = []
+    tutorial = TutorialApp(env, workers=available_cpus())
+    load_url(tutorial.url, photos, available_cpus(), 3)  # warm-up
+    rows = []
     for level in [level for level in PEERS_FP32 if level in ours]:
-        limit_now = raw_limit(best)
-        baseline = load_url(tutorial.url, photos, level, args.seconds)
+        limit_now = raw_limit(raw.best)
+        baseline = load_url(tutorial.url, photos, level, seconds)
         result, our_limit = ours[level]
-        baseline_rows.append(
+        rows.append(
             [
                 level,
                 f"{result['img_per_s']} ({result['img_per_s'] / our_limit:.2f})",
@@ -324,100 +335,122 @@ def main() -> None:
             ]
         )
     tutorial.stop()
-    say("## The tutorial-style app, same client, same run (bench/tutorial_app.py: gunicorn, 1 torch thread per worker)\n")
-    say(
-        table(
-            baseline_rows,
-            [
-                "clients",
-                "classify img/s (÷ raw)",
-                "tutorial app img/s (÷ raw)",
-                "classify p50 ms",
-                "tutorial app p50 ms",
-                "best peer, reference run",
-            ],
-        )
-    )
-    say("")
+    report.say("## The tutorial-style app, same client, same run (bench/tutorial_app.py: gunicorn, 1 torch thread per worker)\n")
+    header = ["clients", "classify img/s (÷ raw)", "tutorial app img/s (÷ raw)", "classify p50 ms", "tutorial app p50 ms"]
+    report.table(rows, [*header, "best peer, reference run"])
+    report.say("")
 
+
+def phone_section(report: Report, server: Server, photos: list[Path], seconds: float) -> None:
     large = large_photos()
-    small_before = load(server, photos, 1, args.seconds / 2)
-    big_lone = load(server, large, 1, args.seconds)
-    small_after = load(server, photos, 1, args.seconds / 2)
+    small_before = load(server, photos, 1, seconds / 2)
+    big_lone = load(server, large, 1, seconds)
+    small_after = load(server, photos, 1, seconds / 2)
     small_lone_p50 = (small_before["p50_ms"] + small_after["p50_ms"]) / 2
-    big_four = load(server, large, 4, args.seconds)
-    say("## Phone photos (4000x3000 JPEG, ~1-2 MB)\n")
-    say(
-        table(
-            [
-                [1, big_lone["img_per_s"], big_lone["p50_ms"], big_lone["errors"]],
-                [4, big_four["img_per_s"], big_four["p50_ms"], big_four["errors"]],
-            ],
-            ["clients", "img/s", "p50 ms", "errors"],
-        )
+    big_four = load(server, large, 4, seconds)
+    report.say("## Phone photos (4000x3000 JPEG, ~1-2 MB)\n")
+    report.table(
+        [[level, r["img_per_s"], r["p50_ms"], r["errors"]] for level, r in ((1, big_lone), (4, big_four))],
+        ["clients", "img/s", "p50 ms", "errors"],
     )
-    say(
+    report.say(
         f"\nLone phone photo p50 / lone shared photo p50 (measured just before and after it: {small_before['p50_ms']}, "
         f"{small_after['p50_ms']} ms): **{big_lone['p50_ms'] / small_lone_p50:.2f}x** (target <= 1.5).\n"
     )
 
-    batched = load(server, photos, 1, args.seconds, per_request=8)
-    singles = load(server, photos, 1, args.seconds, per_request=1)
-    say("## Batches: one request of 8 images vs 8 requests of one (one client)\n")
-    say(
-        table(
-            [["8 per request", batched["img_per_s"], batched["p50_ms"]], ["1 per request", singles["img_per_s"], singles["p50_ms"]]],
-            ["", "img/s", "p50 ms per request"],
-        )
-    )
-    say(f"\nBatch speed-up: **{batched['img_per_s'] / singles['img_per_s']:.2f}x** (target >= 1.1).\n")
-    many_exercised = exercise(server, photos)
-    server.stop()
 
+def batch_section(report: Report, server: Server, photos: list[Path], seconds: float) -> None:
+    batched = load(server, photos, 1, seconds, per_request=8)
+    singles = load(server, photos, 1, seconds, per_request=1)
+    report.say("## Batches: one request of 8 images vs 8 requests of one (one client)\n")
+    report.table(
+        [["8 per request", batched["img_per_s"], batched["p50_ms"]], ["1 per request", singles["img_per_s"], singles["p50_ms"]]],
+        ["", "img/s", "p50 ms per request"],
+    )
+    report.say(f"\nBatch speed-up: **{batched['img_per_s'] / singles['img_per_s']:.2f}x** (target >= 1.1).\n")
+
+
+def memory_section(report: Report, env: dict[str, str], photos: list[Path], many_warm: dict, many_exercised: dict) -> None:
+    """The same warm-up and mix on one worker, against what the many-worker server showed."""
     one = Server(env, workers=1)
     load(one, photos, 1, 3)
     one_warm = one.memory_mb()
     one_exercised = exercise(one, photos)
     one.stop()
-    say("## Memory per worker\n")
-    say(
-        table(
-            [
-                [when, one_pss["pss_mb"], many_pss["pss_mb"], f"{per_extra_worker(one_pss, many_pss):.0f}"]
-                for when, one_pss, many_pss in (
-                    ("after a 3 s warm-up", one_warm, first_memory),
-                    ("after the same mix of small photos, phone photos and batches", one_exercised, many_exercised),
-                )
-            ],
-            ["", "PSS MB, 1 worker", f"PSS MB, {many_exercised['processes'] - 1} workers", "MB per extra worker"],
-        )
+    report.say("## Memory per worker\n")
+    report.table(
+        [
+            [when, one_pss["pss_mb"], many_pss["pss_mb"], f"{per_extra_worker(one_pss, many_pss):.0f}"]
+            for when, one_pss, many_pss in (
+                ("after a 3 s warm-up", one_warm, many_warm),
+                ("after the same mix of small photos, phone photos and batches", one_exercised, many_exercised),
+            )
+        ],
+        ["", "PSS MB, 1 worker", f"PSS MB, {many_exercised['processes'] - 1} workers", "MB per extra worker"],
     )
-    say(f"\nEach extra worker adds **{per_extra_worker(one_exercised, many_exercised):.0f} MB PSS** after the mix (target <= 150).\n")
+    report.say(
+        f"\nEach extra worker adds **{per_extra_worker(one_exercised, many_exercised):.0f} MB PSS** after the mix (target <= 150).\n"
+    )
 
+
+def accuracy_section(report: Report) -> None:
     agreement = run_json([python(), str(REPO / "bench" / "agreement.py")])
-    say("## Accuracy of the speed options (EfficientNet-Lite0, real ImageNet weights)\n")
-    say(
+    report.say("## Accuracy of the speed options (EfficientNet-Lite0, real ImageNet weights)\n")
+    report.say(
         f"Reduced-scale JPEG decoding vs full-size decoding, {agreement['photos']} shared photos upscaled to 4000x3000: "
         f"top-1 agreement **{agreement['reduced_decode_agreement']:.3f}** (target >= 0.99)."
     )
     if agreement["bf16_agreement"] is not None:
-        say(f"bf16 vs fp32 top-1 agreement: **{agreement['bf16_agreement']:.3f}** (target >= 0.99).")
-    say("")
+        report.say(f"bf16 vs fp32 top-1 agreement: **{agreement['bf16_agreement']:.3f}** (target >= 0.99).")
+    report.say("")
 
-    say("## bf16\n")
+
+def bf16_section(report: Report, raw: Raw) -> None:
+    cpus = available_cpus()
+    report.say("## bf16\n")
     bf16_raw = raw_model(1, cpus, 5, env={"PRECISION": "bf16"})
+    fp32 = raw.by_arrangement[(1, cpus)]["img_per_s"]
     supported = run_json([python(), "-c", "import json, model; print(json.dumps({'ok': model.bf16_supported()}))"])["ok"]
     if supported:
-        say(
-            f"PRECISION=bf16, model alone: {bf16_raw['img_per_s']} img/s vs fp32 {raw[(1, cpus)]['img_per_s']} "
-            f"(**{bf16_raw['img_per_s'] / raw[(1, cpus)]['img_per_s']:.2f}x**)."
-        )
+        report.say(f"PRECISION=bf16, model alone: {bf16_raw['img_per_s']} img/s vs fp32 {fp32} (**{bf16_raw['img_per_s'] / fp32:.2f}x**).")
     else:
-        say(
+        report.say(
             "This CPU has no native bf16 (AVX512-BF16 / AMX): the service serves fp32 when PRECISION=bf16 is asked for "
             f"(measured above as {bf16_raw['img_per_s']} img/s, i.e. fp32), and says so in its log and in GET /model."
         )
-    (RESULTS / "latest.md").write_text(out.getvalue())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Benchmark classify on this machine.")
+    parser.add_argument("--seconds", type=float, default=12, help="seconds per concurrency level")
+    parser.add_argument("--levels", default="1,2,4,8,16")
+    args = parser.parse_args()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    env = {**weights_env(), "BENCH_PHOTOS": str(PHOTOS)}
+    os.environ.update(env)
+    photos = sorted(PHOTOS.glob("*.JPEG"))
+    report = Report()
+
+    machine_section(report, env, available_cpus())
+    raw = raw_section(report, available_cpus())
+    server = Server(env, workers=int(os.environ.get("WEB_CONCURRENCY") or available_cpus()))
+    report.say(f"Cold start (launch to first classification, {len(server.pids()) - 1} workers): **{server.cold_start_s:.2f} s**\n")
+    load(server, photos, available_cpus(), 3)  # warm-up
+    warm = server.memory_mb()
+    ours = levels_section(report, server, photos, raw, [int(x) for x in args.levels.split(",")], args.seconds)
+    end = server.memory_mb()
+    report.say(
+        f"Memory: {end['processes']} processes, RSS {end['rss_mb']} MB, PSS {end['pss_mb']} MB (after warm-up: RSS {warm['rss_mb']} MB).\n"
+    )
+    tutorial_section(report, env, photos, raw, ours, args.seconds)
+    phone_section(report, server, photos, args.seconds)
+    batch_section(report, server, photos, args.seconds)
+    exercised = exercise(server, photos)
+    server.stop()
+    memory_section(report, env, photos, warm, exercised)
+    accuracy_section(report)
+    bf16_section(report, raw)
+    (RESULTS / "latest.md").write_text(report.out.getvalue())
     print(f"\nSaved to {RESULTS / 'latest.md'}")
 
 

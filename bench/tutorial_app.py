@@ -2,7 +2,7 @@
 
 What most tutorials write: the model loaded at import in each gunicorn worker, one torch thread
 per worker, no limits, no logs, no metrics. `bench/run.py` serves it with
-    gunicorn -w 2 -b 127.0.0.1:PORT --chdir bench tutorial_app:app
+    cd bench && gunicorn -w 2 -b 127.0.0.1:PORT tutorial_app:app
 and drives it with the same client and photos as the service. Not part of the product.
 """
 
