@@ -177,3 +177,31 @@ def test_large_jpegs_decode_at_reduced_scale_but_report_their_real_size() -> Non
 def test_reduced_scale_never_goes_below_the_side_asked_for_nor_touches_other_formats() -> None:
     assert decode_image(image_bytes("RGB", (900, 700), "JPEG"), LIMIT, min_side=512).image.size == (900, 700)
     assert decode_image(image_bytes("RGB", (2000, 1500), "PNG"), LIMIT, min_side=512).image.size == (2000, 1500)
+
+
+# Measured in a fresh process: Linux's peak-RSS counter, reset once the picture is made.
+_PEAK_DURING_TO_RGB = """
+import sys
+from PIL import Image
+from images import to_rgb
+mode, colour = sys.argv[1], eval(sys.argv[2])
+picture = Image.new(mode, (4000, 4000), colour)
+if mode == "P":
+    picture.info["transparency"] = 0
+def kib(field):
+    return int(next(line.split()[1] for line in open("/proc/self/status") if line.startswith(field + ":")))
+open("/proc/self/clear_refs", "w").write("5")
+before = kib("VmRSS")
+to_rgb(picture)
+print(kib("VmHWM") - before)
+"""
+
+
+@pytest.mark.parametrize(("mode", "colour"), [("I;16", "40000"), ("F", "0.5"), ("RGBA", "(9, 9, 9, 128)"), ("P", "0")])
+def test_converting_a_large_picture_to_rgb_takes_little_more_than_the_rgb_picture(mode: str, colour: str) -> None:
+    # 100-megapixel uploads of these modes took 2.4-3.2 GB per worker in float64 and whole-image
+    # RGBA copies; the RGB result alone is 4 bytes a pixel (Pillow pads RGB to 32 bits).
+    pixels = 4000 * 4000
+    result = subprocess.run([sys.executable, "-c", _PEAK_DURING_TO_RGB, mode, colour], capture_output=True, text=True, check=True, cwd=REPO)
+    growth_kib = int(result.stdout)
+    assert growth_kib * 1024 < 5 * pixels, f"{growth_kib / 1024:.0f} MiB for {pixels:,} pixels"
