@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Iterator
+from http import HTTPStatus
 from typing import Any
 
 from gunicorn import util
@@ -41,6 +42,9 @@ def _readable(mesg: str, limit: int = 300) -> str:
 def write_json_error(sock: Any, status_int: int, reason: str, mesg: str) -> None:
     """Stands in for gunicorn.util.write_error: the same answer, as {"error": {code, message}}, with a
     request id, a JSON log line and a count in the metrics, like the app's own answers."""
+    # gunicorn says "Bad Request" for some other statuses (its 501 for a transfer coding).
+    with contextlib.suppress(ValueError):
+        reason = HTTPStatus(status_int).phrase
     code = GUNICORN_CODES.get(status_int) or reason.lower().replace(" ", "_")
     message = _readable(mesg) or (INTERNAL_ERROR_MESSAGE if status_int >= 500 else reason)
     body = json.dumps(error_body(code, message)).encode()

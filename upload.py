@@ -151,15 +151,26 @@ def _raw_upload(request: Request) -> Upload:
     return Upload(options.get("filename"), data)
 
 
+def _codings(request: Request, header: str) -> list[str]:
+    return [coding.strip().lower() for coding in request.headers.get(header, "").split(",") if coding.strip()]
+
+
 def refuse_encoded_body(request: Request) -> None:
-    """A body sent compressed (Content-Encoding: gzip, ...) is refused, not read as a broken image."""
-    encodings = [coding.strip().lower() for coding in request.headers.get("Content-Encoding", "").split(",") if coding.strip()]
-    if any(coding != "identity" for coding in encodings):
+    """A body sent compressed (Content-Encoding: gzip, ...) is refused, not read as a broken image;
+    so is one in a transfer coding other than chunked, which gunicorn hands over undecoded."""
+    if any(coding != "identity" for coding in _codings(request, "Content-Encoding")):
         raise APIError(
             415,
             "unsupported_media_type",
             f"Content-Encoding {request.headers['Content-Encoding'][:40]!r} is not accepted: send the bytes as they are "
             "(images are compressed already).",
+        )
+    if any(coding not in {"chunked", "identity"} for coding in _codings(request, "Transfer-Encoding")):
+        raise APIError(
+            501,
+            "not_implemented",
+            f"Transfer-Encoding {request.headers['Transfer-Encoding'][:40]!r} is not supported: send the body as it is, "
+            "or chunked alone.",
         )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import socket
 import time
 
@@ -31,6 +32,19 @@ def chunked_request(body: bytes, content_type: str = "image/jpeg") -> bytes:
 def test_a_chunked_photo_within_the_limit_is_classified(live: service.Service, jpeg: bytes) -> None:
     answer = exchange(live.url, chunked_request(jpeg))
     assert_json_answer(answer.status or 0, answer.headers, answer.body, 200, None)
+
+
+@pytest.mark.parametrize("coding", ["gzip", "deflate", "br"])
+def test_a_transfer_coding_other_than_chunked_is_a_501_that_names_it(live: service.Service, jpeg: bytes, coding: str) -> None:
+    # gunicorn refuses br itself but hands gzip and deflate bodies over undecoded.
+    request = keyed(request_head("image/jpeg", f"Transfer-Encoding: {coding}, chunked") + chunked(gzip.compress(jpeg)))
+    with socket.create_connection(address(live.url), timeout=30) as sock:
+        sock.sendall(request)
+        received = read_to_close(sock)
+    assert received.upper().startswith(b"HTTP/1.1 501 NOT IMPLEMENTED\r\n")  # werkzeug writes it in capitals
+    answer = parse(received)
+    assert (answer.status, answer.error_code) == (501, "not_implemented")
+    assert coding in answer.json()["error"]["message"]
 
 
 def test_a_chunked_body_of_exactly_the_limit_is_read_and_one_byte_more_is_a_413(live: service.Service) -> None:
