@@ -234,9 +234,9 @@ def _classify(config: Mapping[str, Any], num_classes: int) -> dict[str, Any]:
                         "schema": {
                             "type": "object",
                             "properties": {
+                                # `file` is accepted too, but not offered here: Swagger UI fills an untouched
+                                # `image` with a placeholder text, so a photo chosen under `file` was refused.
                                 "image": {**files, "description": "The photos (repeat the field for several)."},
-                                # A single file in the docs: Swagger UI fills an untouched array with a placeholder text.
-                                "file": {**binary, "description": "Accepted as well as `image` (and may be repeated too)."},
                                 "topk": {**topk, "description": "Instead of the query parameter."},
                             },
                         },

@@ -107,7 +107,10 @@ def _multipart_uploads(request: Request) -> list[Upload]:
 
 
 def _send_as_file(field: str) -> str:
-    return f"With curl, use -F {field}=@photo.jpg: an @ before the path, not <, and not --form-string (which sends text)."
+    return (
+        f"With curl, use -F {field}=@photo.jpg: an @ before the path, not <, and not --form-string (which sends text). "
+        "From code, give the part a filename; in Postman, switch the row's type to File."
+    )
 
 
 def _no_image(request: Request) -> APIError:

@@ -25,10 +25,11 @@ FORM = f"multipart/form-data; boundary={BOUNDARY}"
 
 
 def test_an_image_field_sent_as_text_says_to_send_a_file(client: FlaskClient) -> None:
-    # curl -F 'image=<photo.jpg' (< instead of @), or a Postman row left as Text.
+    # curl -F 'image=<photo.jpg' (< instead of @), a Postman row left as Text, or a client library's
+    # part given no filename (aiohttp's add_field, .NET's ByteArrayContent).
     body = multipart(Part("image", b"not a file part", filename=None))
     text = message(client.post("/classify", data=body, content_type=FORM), 400, "missing_image")
-    assert "arrived as text" in text and "-F image=@" in text
+    assert "arrived as text" in text and "-F image=@" in text and "give the part a filename" in text
 
 
 @pytest.mark.parametrize("disposition", ["form-data", "attachment"])  # curl writes "attachment" under a non-form type
