@@ -5,8 +5,10 @@ compute: OpenMP thread pools do not survive a fork. It reads the weights, labels
 (model_loader.preload, settings.hold_keys_file); each worker builds its own model from them.
 """
 
+import errno
 import gc
 import os
+import socket
 import sys
 from typing import NoReturn
 
@@ -79,6 +81,7 @@ def on_starting(server):
         settings.hold_keys_file(settings.load(with_keys_file=False)["API_KEYS_FILE"])
         config = settings.load()  # with the keys just held: the file is read once
         _check_deadlines(config)
+        _check_port_free()
         # Once, here: gunicorn reads this file again on SIGHUP, and the port stays open across that.
         server.health_socket = _open_health_port()
         # Before any worker forks: workers then count into files there, which /metrics adds up.
@@ -109,6 +112,25 @@ def _open_health_port():
     except OSError as exc:
         reason = os.strerror(exc.errno) if exc.errno else exc  # without create_server's "(while attempting to bind ...)"
         raise settings.ConfigError(f"HEALTH_PORT={_health_port} cannot be opened on {_host}: {reason}.") from None
+
+
+def _check_port_free():
+    """PORT in use, or a HOST no interface has, in one line now: gunicorn would retry five times,
+    a second apart, with a line each, and only once the weights were read."""
+    if "GUNICORN_FD" in os.environ or "LISTEN_FDS" in os.environ:
+        return  # the sockets are inherited (USR2 re-exec, systemd): open already, by design
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(_host, _port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    except socket.gaierror as exc:
+        raise settings.ConfigError(f"HOST={_host} cannot be used: {exc.strerror}.") from None
+    with socket.socket(family, kind, proto) as trial:
+        trial.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gunicorn binds
+        try:
+            trial.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRNOTAVAIL:
+                raise settings.ConfigError(f"HOST={_host} cannot be used: no interface of this machine has it.") from None
+            raise settings.ConfigError(f"PORT={_port} cannot be opened on HOST={_host}: {exc.strerror}.") from None
 
 
 def _check_deadlines(config):

@@ -157,6 +157,14 @@ def test_without_usable_weights_the_server_refuses_to_start_with_a_clear_message
     assert "MODEL_WEIGHTS" in output or "do not fit" in output
 
 
+def test_a_port_already_taken_refuses_to_start_in_one_line_without_retrying(seeded_weights: Path) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        result = service.refused_to_start({"MODEL_WEIGHTS": str(seeded_weights), "PORT": str(port)})
+    assert f"classify: cannot start: PORT={port} cannot be opened on HOST=127.0.0.1: Address already in use." in result.stderr
+    assert "Retrying" not in result.stderr
+
+
 @pytest.mark.parametrize(
     ("env", "named"),
     [
@@ -166,6 +174,8 @@ def test_without_usable_weights_the_server_refuses_to_start_with_a_clear_message
         ({"HEADER_TIMEOUT": "inf"}, "HEADER_TIMEOUT='inf'"),
         ({"API_KEYS": " , ,"}, "API_KEYS=' , ,'"),  # silently no keys, so no authentication, before
         ({"PROMETHEUS_MULTIPROC_DIR": "/proc/no-such-folder"}, "PROMETHEUS_MULTIPROC_DIR='/proc/no-such-folder' cannot be used"),
+        ({"HOST": "999.1.1.1"}, "HOST=999.1.1.1 cannot be used: "),  # gunicorn retried it five times
+        ({"HOST": "192.0.2.1"}, "HOST=192.0.2.1 cannot be used: no interface of this machine has it."),
     ],
     ids=[
         "no workers",
@@ -174,6 +184,8 @@ def test_without_usable_weights_the_server_refuses_to_start_with_a_clear_message
         "infinite deadline",
         "keys that name nothing",
         "unusable metrics folder",
+        "no such host",
+        "not this machine's address",
     ],
 )
 def test_unusable_server_settings_refuse_to_start_in_one_line(seeded_weights: Path, env: dict[str, str], named: str) -> None:
