@@ -38,7 +38,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     app.extensions["torch_threads"] = torch_threads(app.config)
     set_threads(app.extensions["torch_threads"])
-    app.extensions["classifier"] = load_classifier(ModelSpec.from_settings(app.config))
+    app.extensions["classifier"] = classifier = load_classifier(ModelSpec.from_settings(app.config))
+    settings.check_default_topk(app.config, classifier.num_classes)
+    app.config["DEFAULT_TOPK"] = min(app.config["DEFAULT_TOPK"], classifier.num_classes)
 
     register_error_handlers(app)
     app.register_blueprint(api.bp)

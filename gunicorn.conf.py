@@ -94,8 +94,9 @@ def on_starting(server):
     import model_loader
 
     try:
-        model_loader.preload(model.ModelSpec.from_settings(config))
-    except model.ModelLoadError as exc:
+        kept = model_loader.preload(model.ModelSpec.from_settings(config))
+        settings.check_default_topk(config, len(kept.labels))  # here, once, rather than by every worker
+    except (model.ModelLoadError, settings.ConfigError) as exc:
         _cannot_start(exc)
     if server.health_socket is not None:
         server.log.info("Health port: %s (GET /health)", _health_port)
@@ -147,9 +148,12 @@ def on_reload(server):
     import model_loader
 
     config = settings.load(with_keys_file=False)  # the environment, checked at start, is unchanged
+    spec = model.ModelSpec.from_settings(config)
     try:
-        model_loader.preload(model.ModelSpec.from_settings(config))
-    except model.ModelLoadError as exc:
+        # Before preload keeps them: new labels too few for DEFAULT_TOPK would fail every new worker.
+        settings.check_default_topk(config, len(model_loader.read_labels(spec.labels_file or model_loader.IMAGENET_LABELS)))
+        model_loader.preload(spec)
+    except (model.ModelLoadError, settings.ConfigError) as exc:
         server.log.error("classify: SIGHUP: %s The new workers serve the model read before.", exc)
     try:  # on its own: a key to revoke must not wait for a good weights file
         settings.hold_keys_file(config["API_KEYS_FILE"])

@@ -119,7 +119,7 @@ def _from_torchvision(spec: ModelSpec, labels: list[str], kept: Preloaded | None
     return classifier
 
 
-def preload(spec: ModelSpec) -> None:
+def preload(spec: ModelSpec) -> Preloaded:
     """Check labels and weights and keep them for the workers (see Preloaded), without torch
     compute: safe in gunicorn's master before it forks. A bad configuration is reported once
     instead of by every worker. Raises ModelLoadError, and then keeps what it had."""
@@ -128,7 +128,7 @@ def preload(spec: ModelSpec) -> None:
     if spec.factory:
         model_factory.find_module(spec.factory)
         _preloaded = Preloaded(spec, labels)
-        return  # the rest is user code, run in each worker: its import may already run torch compute
+        return _preloaded  # the rest is user code, run in each worker: its import may already run torch compute
     _, path, state_dict = _torchvision_state(spec)
     shared = {name: _channels_last(tensor) for name, tensor in state_dict.items()}
     _assign_weights(spec, len(labels), shared, path)
@@ -137,6 +137,7 @@ def preload(spec: ModelSpec) -> None:
     except OSError as exc:  # replaced or removed since it was read
         raise ModelLoadError(f"The weights file {path} could not be read again to hash it ({exc.strerror or exc}).") from None
     _preloaded = Preloaded(spec, labels, path, shared, sha256)
+    return _preloaded
 
 
 def _first_line(exc: Exception) -> str:

@@ -41,6 +41,14 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
+def check_default_topk(config: Mapping[str, Any], num_classes: int) -> None:
+    """A DEFAULT_TOPK over the model's classes is refused, unless it is the built-in default (a
+    model of 3 classes then answers 3)."""
+    value = config["DEFAULT_TOPK"]
+    if value > num_classes and value != DEFAULTS["DEFAULT_TOPK"]:
+        raise ConfigError(f"DEFAULT_TOPK={value} is more than the model's {num_classes} classes.")
+
+
 class ConfigError(Exception):
     """A setting has a value the service cannot use; the message says which and why."""
 

@@ -20,6 +20,7 @@ from images import decode_image
 from model import ModelLoadError, ModelSpec
 from model_loader import IMAGENET_LABELS, load_classifier
 from scripts import harness
+from settings import ConfigError
 from tests.conftest import Photo
 
 
@@ -72,6 +73,20 @@ def test_fine_tuned_head_takes_its_class_count_from_the_labels_file(tmp_path: Pa
     classifier = load_classifier(ModelSpec(weights_file=str(weights), labels_file=str(labels)))
     top = classifier.predict([Image.new("RGB", (300, 200), "orange")], topk=2)[0]
     assert {p.label for p in top} == {"cat", "dog"}
+
+
+def test_default_topk_fits_the_model_cut_when_built_in_refused_when_set(tmp_path: Path) -> None:
+    torch.manual_seed(1)
+    weights = tmp_path / "cats-dogs.pth"
+    torch.save(torchvision.models.resnet18(num_classes=2).state_dict(), weights)
+    labels = tmp_path / "labels.txt"
+    labels.write_text("cat\ndog\n")
+    small = {"MODEL_WEIGHTS": str(weights), "LABELS_FILE": str(labels)}
+    app = create_app(small)  # the built-in 5
+    assert app.config["DEFAULT_TOPK"] == 2
+    assert app.test_client().get("/model").get_json()["limits"]["default_topk"] == 2
+    with pytest.raises(ConfigError, match="DEFAULT_TOPK=3 is more than the model's 2 classes"):
+        create_app({**small, "DEFAULT_TOPK": 3})
 
 
 def test_checkpoint_dicts_and_dataparallel_prefixes_are_unwrapped(tmp_path: Path, seeded_weights: Path) -> None:
