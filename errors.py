@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from flask import Flask, Response, current_app, jsonify, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 import request_id
 from settings import MIB
@@ -67,6 +67,8 @@ def _handle_http_exception(error: HTTPException) -> Response:
     message = error.description or error.name
     if status == 413:
         message = too_large_message(current_app.config["MAX_CONTENT_LENGTH"])
+    if isinstance(error, MethodNotAllowed) and (allowed := [m for m in error.valid_methods or [] if m not in {"HEAD", "OPTIONS"}]):
+        message = f"{request.method} is not accepted at {request.path}: use {' or '.join(allowed)}."
     response = error_response(status, code, message)
     # Keep werkzeug's headers that matter to clients, such as Allow on a 405.
     for name, value in error.get_headers():

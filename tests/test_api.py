@@ -199,10 +199,13 @@ def test_unknown_route_is_a_json_404(client: FlaskClient) -> None:
     assert_error(client.get("/nope"), 404, "not_found")
 
 
-def test_wrong_method_is_a_json_405_with_allow_header(client: FlaskClient) -> None:
-    response = client.get("/classify")
-    assert_error(response, 405, "method_not_allowed")
-    assert "POST" in response.headers["Allow"]
+def test_wrong_method_is_a_json_405_that_names_the_right_one(client: FlaskClient) -> None:
+    # A browser's GET, or curl -T (a PUT).
+    for method in ("GET", "PUT"):
+        response = client.open("/classify", method=method)
+        assert_error(response, 405, "method_not_allowed")
+        assert "POST" in response.headers["Allow"]
+        assert f"{method} is not accepted at /classify: use POST" in response.get_json()["error"]["message"]
 
 
 def test_health_answers_once_the_model_is_loaded(client: FlaskClient) -> None:
