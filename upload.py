@@ -150,8 +150,17 @@ def _raw_upload(request: Request) -> Upload:
             f"The body is multipart/form-data, but the Content-Type says {request.mimetype}. "
             "With curl -F, do not set Content-Type: curl sets multipart/form-data with its boundary.",
         )
-    _, options = parse_options_header(request.headers.get("Content-Disposition", ""))
+    _, options = parse_options_header(_as_sent(request.headers.get("Content-Disposition", "")))
     return Upload(options.get("filename"), data)
+
+
+def _as_sent(header: str) -> str:
+    """A header's text as the client wrote it: WSGI gives each byte as a latin-1 character, and
+    clients write names in UTF-8 (multipart part headers are read as UTF-8 already)."""
+    try:
+        return header.encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        return header
 
 
 def _codings(request: Request, header: str) -> list[str]:

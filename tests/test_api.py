@@ -51,6 +51,13 @@ def test_raw_body_as_octet_stream_names_its_file_from_content_disposition(client
     assert response.status_code == 200 and response.get_json()["filename"] == "x.jpg"
 
 
+def test_a_raw_body_named_in_utf8_keeps_its_name(client: FlaskClient, jpeg: bytes) -> None:
+    # What a WSGI server hands over for the UTF-8 bytes of filename="猫.jpg": each byte as a latin-1 character.
+    header = 'attachment; filename="猫.jpg"'.encode().decode("latin-1")
+    response = client.post("/classify", data=jpeg, content_type="image/jpeg", headers={"Content-Disposition": header})
+    assert response.get_json()["filename"] == "猫.jpg"
+
+
 def test_files_in_both_image_and_file_fields_are_answered_in_upload_order(client: FlaskClient) -> None:
     png = image_bytes()
     sent = [("image", png, "1.png"), ("file", png, "2.png"), ("image", png, "3.png"), ("file", png, "4.png")]
