@@ -54,7 +54,7 @@ AVIF_BRANDS = {b"avif", b"avis"}
 
 def _sniff_unsupported(data: bytes) -> APIError | None:
     """Name formats people commonly send by mistake, so the error can say what to do."""
-    head = data[:64].lstrip()
+    head = data[:64].removeprefix(b"\xef\xbb\xbf").lstrip()  # an editor's UTF-8 byte-order mark
     brands = HEIF_BRANDS | (set() if "AVIF" in SUPPORTED_FORMATS else AVIF_BRANDS)  # only once Pillow has refused the bytes
     if data[4:8] == b"ftyp" and data[8:12] in brands:
         name = "AVIF" if data[8:12] in AVIF_BRANDS else "HEIC/HEIF"
@@ -130,9 +130,21 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
         found = re.search(r"\((\d+) pixels\)", str(error))
         raise _too_large(f"{int(found.group(1)):,} pixels" if found else None, max_pixels) from None
     except Exception:
-        raise _sniff_unsupported(data) or APIError(
+        raise _sniff_unsupported(data) or _damaged(data) or APIError(
             415, "invalid_image", f"The upload is not an image in a supported format ({SUPPORTED_NAMES})."
         ) from None
+
+
+def _damaged(data: bytes) -> APIError | None:
+    """A file that starts like a supported format but could not be opened: say it is damaged, not
+    that it is no image (a PNG with a bad checksum, a header cut short)."""
+    Image.init()
+    for fmt in SUPPORTED_FORMATS:
+        accept = Image.OPEN[fmt][1] if fmt in Image.OPEN else None
+        if accept is not None and accept(data[:16]):
+            name = JPEG_LIKE.get(fmt, fmt)
+            return APIError(415, "invalid_image", f"The {name} image could not be read: it is truncated or corrupt.")
+    return None
 
 
 def _check_dimensions(width: int, height: int, max_pixels: int) -> None:

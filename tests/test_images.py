@@ -149,18 +149,37 @@ def test_a_tiny_gif_announcing_a_huge_frame_is_refused_without_allocating_it() -
         (b"hello, this is text", 415, "invalid_image"),
         (b"%PDF-1.4\n1 0 obj\n", 415, "unsupported_format"),
         (b'<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg"/>', 415, "unsupported_format"),
+        (b'\xef\xbb\xbf<svg xmlns="http://www.w3.org/2000/svg"/>', 415, "unsupported_format"),
         (b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic", 415, "unsupported_format"),
         (image_bytes("RGB", (400, 300), "JPEG")[:300], 415, "invalid_image"),
         (image_bytes("RGB", (2000, 10), "PNG"), 415, "unsupported_dimensions"),
         # An RGB TIFF declaring 32 bits per sample: valid TIFF, but no mode of Pillow's fits it.
         (image_bytes("RGB", (8, 8), "TIFF").replace(b"\x08\x00" * 3, b"\x20\x00" * 3, 1), 415, "unsupported_format"),
     ],
-    ids=["empty", "text", "pdf", "svg", "heic", "truncated-jpeg", "strip", "tiff-32-bit-rgb"],
+    ids=["empty", "text", "pdf", "svg", "svg-with-bom", "heic", "truncated-jpeg", "strip", "tiff-32-bit-rgb"],
 )
 def test_bad_uploads_are_refused_with_a_clear_code(data: bytes, status: int, code: str) -> None:
     with pytest.raises(APIError) as error:
         decode_image(data, LIMIT)
     assert (error.value.status, error.value.code) == (status, code)
+
+
+def _with_bad_header_checksum(png: bytes) -> bytes:
+    damaged = bytearray(png)
+    damaged[29] ^= 0xFF  # the IHDR chunk's CRC: Pillow cannot even open it
+    return bytes(damaged)
+
+
+@pytest.mark.parametrize(
+    ("data", "name"),
+    [(_with_bad_header_checksum(image_bytes("RGB", (8, 8), "PNG")), "PNG"), (image_bytes("RGB", (8, 8), "JPEG")[:20], "JPEG")],
+    ids=["png-bad-checksum", "jpeg-cut-short"],
+)
+def test_a_damaged_file_of_a_supported_format_is_called_damaged_not_no_image(data: bytes, name: str) -> None:
+    with pytest.raises(APIError) as error:
+        decode_image(data, LIMIT)
+    assert (error.value.status, error.value.code) == (415, "invalid_image")
+    assert error.value.message == f"The {name} image could not be read: it is truncated or corrupt."
 
 
 def test_tiny_images_are_classifiable() -> None:
