@@ -5,8 +5,10 @@ compute: OpenMP thread pools do not survive a fork. It reads the weights, labels
 (model_loader.preload, settings.hold_keys_file); each worker builds its own model from them.
 """
 
+import contextlib
 import errno
 import gc
+import math
 import os
 import socket
 import sys
@@ -82,6 +84,7 @@ def on_starting(server):
         config = settings.load()  # with the keys just held: the file is read once
         _check_deadlines(config)
         _check_port_free()
+        server.header_timeout = config["HEADER_TIMEOUT"]  # for when_ready
         # Once, here: gunicorn reads this file again on SIGHUP, and the port stays open across that.
         server.health_socket = _open_health_port()
         # Before any worker forks: workers then count into files there, which /metrics adds up.
@@ -103,6 +106,15 @@ def on_starting(server):
     server.log.info("API keys: %s", f"on ({len(config['API_KEYS'])})" if config["API_KEYS"] else "off, every route is open")
     model.release_free_memory()  # what reading the weights left, before the workers inherit the heap
     server.log.info("Metrics folder: %s", metrics_folder)
+
+
+def when_ready(server):
+    """A connection that has sent nothing stays with the kernel (TCP_DEFER_ACCEPT), up to about
+    HEADER_TIMEOUT, instead of occupying a sync worker: browsers' preconnects, a balancer's spare
+    connections and idle attackers no longer queue real requests behind them."""
+    for listener in server.LISTENERS:
+        with contextlib.suppress(AttributeError, OSError):  # not Linux, or not TCP (a unix socket)
+            listener.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, math.ceil(server.header_timeout))
 
 
 def _open_health_port():

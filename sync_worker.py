@@ -38,6 +38,8 @@ class HeaderTimeout(Exception):
 
 # While a stopping worker answers the connections still queued: seconds for one to send its headers.
 DRAIN_HEADER_TIMEOUT = 1.0
+# After a 408 for headers that did not arrive: seconds to wait for the client to close.
+HEADER_TIMEOUT_LINGER = 0.2
 
 
 class SyncWorker(sync.SyncWorker):
@@ -123,5 +125,8 @@ class SyncWorker(sync.SyncWorker):
                 )
             except Exception:
                 self.log.debug("Failed to send the header timeout answer.")
+            # A client this late has little or nothing in flight: not gunicorn's 2 s of lingering,
+            # which each silent connection added to the time it held this worker.
+            util.close_graceful(client, timeout=HEADER_TIMEOUT_LINGER)
             return
         super().handle_error(req, client, addr, exc)
