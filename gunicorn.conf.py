@@ -82,7 +82,7 @@ def on_starting(server):
     try:
         settings.hold_keys_file(settings.load(with_keys_file=False)["API_KEYS_FILE"])
         config = settings.load()  # with the keys just held: the file is read once
-        _check_deadlines(config)
+        _check_deadlines(config, server.cfg.timeout)
         _check_port_free()
         server.header_timeout = config["HEADER_TIMEOUT"]  # for when_ready
         # Once, here: gunicorn reads this file again on SIGHUP, and the port stays open across that.
@@ -146,7 +146,8 @@ def _check_port_free():
             raise settings.ConfigError(f"PORT={_port} cannot be opened on HOST={_host}: {exc.strerror}.") from None
 
 
-def _check_deadlines(config):
+def _check_deadlines(config, timeout):
+    # gunicorn's effective TIMEOUT: GUNICORN_CMD_ARGS='--timeout 4' would otherwise slip past.
     for name in ("UPLOAD_TIMEOUT", "HEADER_TIMEOUT"):
         if config[name] >= timeout:
             # gunicorn would kill the worker first, and the slow client would get a 500, not its 408.

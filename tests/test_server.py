@@ -174,6 +174,7 @@ def test_a_port_already_taken_refuses_to_start_in_one_line_without_retrying(seed
         ({"HEADER_TIMEOUT": "inf"}, "HEADER_TIMEOUT='inf'"),
         ({"API_KEYS": " , ,"}, "API_KEYS=' , ,'"),  # silently no keys, so no authentication, before
         ({"PROMETHEUS_MULTIPROC_DIR": "/proc/no-such-folder"}, "PROMETHEUS_MULTIPROC_DIR='/proc/no-such-folder' cannot be used"),
+        ({"GUNICORN_CMD_ARGS": "--timeout 4"}, "UPLOAD_TIMEOUT=10 must be less than TIMEOUT=4"),  # gunicorn's own way to set it
         ({"DEFAULT_TOPK": "1001"}, "DEFAULT_TOPK=1001 is more than the model's 1000 classes."),
         ({"HOST": "999.1.1.1"}, "HOST=999.1.1.1 cannot be used: "),  # gunicorn retried it five times
         ({"HOST": "192.0.2.1"}, "HOST=192.0.2.1 cannot be used: no interface of this machine has it."),
@@ -185,6 +186,7 @@ def test_a_port_already_taken_refuses_to_start_in_one_line_without_retrying(seed
         "infinite deadline",
         "keys that name nothing",
         "unusable metrics folder",
+        "timeout given on gunicorn's command line",
         "more classes asked for than the model has",
         "no such host",
         "not this machine's address",
