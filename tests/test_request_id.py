@@ -59,3 +59,15 @@ def test_forwarded_headers_count_only_from_the_proxies_trusted_by_proxy_hops(
     response = client.get("/docs", headers=forwarded)
     assert response.headers["Location"].startswith(f"{scheme}://")
     assert json.loads(capsys.readouterr().out.splitlines()[-1])["remote_addr"] == peer
+
+
+def test_forwarded_text_that_is_no_address_or_scheme_is_not_taken(seeded_weights: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # PROXY_HOPS counting more proxies than there are, or a pod reached directly: the headers are the client's.
+    client = create_app({"MODEL_WEIGHTS": str(seeded_weights), "PROXY_HOPS": 1}).test_client()
+    forged = {"X-Forwarded-For": "<b>" + "A" * 7000, "X-Forwarded-Proto": "javascript"}
+    capsys.readouterr()
+    response = client.get("/docs", headers=forged)
+    assert response.headers["Location"].startswith("http://")
+    line = capsys.readouterr().out.splitlines()[-1]
+    assert json.loads(line)["remote_addr"] == "127.0.0.1"
+    assert len(line) < 1000
