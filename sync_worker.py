@@ -129,4 +129,10 @@ class SyncWorker(sync.SyncWorker):
             # which each silent connection added to the time it held this worker.
             util.close_graceful(client, timeout=HEADER_TIMEOUT_LINGER)
             return
+        if isinstance(exc, SystemExit) and req is not None:  # gunicorn's abort at TIMEOUT (handle_abort)
+            # Not a bug in the request's handling: one line, not gunicorn's traceback of where it was cut.
+            self.log.error("Request %s %s ran past TIMEOUT=%ss: answered 500", req.method, req.path, self.cfg.timeout)
+            with contextlib.suppress(Exception):
+                write_json_error(client, 500, "Internal Server Error", "")
+            return
         super().handle_error(req, client, addr, exc)

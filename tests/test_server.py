@@ -133,6 +133,9 @@ def test_a_request_past_timeout_is_answered_500_with_its_own_request_id(tmp_path
         assert lines["slow-1"]["status"] == 500
         # The aborted worker leaves: the queued request is its replacement's, not one more for it.
         assert queued.status_code == 200 and lines["queued-1"]["pid"] != lines["slow-1"]["pid"]
+        # One line says so, not a 70-line traceback at ERROR that alerting would take for a bug.
+        assert "Traceback" not in running.log()
+        assert "Request POST /classify ran past TIMEOUT=1s: answered 500" in running.log()
 
 
 @pytest.mark.parametrize(
