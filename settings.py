@@ -78,8 +78,8 @@ def positive_int(text: str) -> int:
 
 def _megabytes(text: str) -> int:
     value = float(text)
-    if not 0 < value <= 1_000_000:
-        raise ValueError("must be more than 0 and at most 1000000")
+    if not 1 / 1024 <= value <= 1_000_000:  # less than a KiB would refuse every photo
+        raise ValueError("must be from 0.001 to 1000000")
     return int(value * MIB)
 
 

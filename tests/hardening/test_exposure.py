@@ -123,6 +123,12 @@ def test_over_http_answers_carry_the_security_headers_and_cors(live: service.Ser
     )
 
 
+@pytest.mark.parametrize("value", ["0", "0.0000001", "inf", "nan", "2000000"])
+def test_an_upload_limit_that_would_refuse_every_photo_or_none_is_refused_at_start(value: str) -> None:
+    with pytest.raises(ConfigError, match="MAX_UPLOAD_MB"):
+        settings.from_environment({"MAX_UPLOAD_MB": value})
+
+
 @pytest.mark.parametrize("value", ["app.example.com", "https://app.example.com/", "https://app.example.com/path", "null"])
 def test_a_cors_origin_that_no_browser_could_send_is_refused_at_start(value: str) -> None:
     # It would never match, and CORS would look on while allowing no one.
