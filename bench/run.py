@@ -27,6 +27,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 
 import requests
 
@@ -81,7 +82,20 @@ def run_json(command: list[str], env: dict[str, str] | None = None) -> dict:
     return json.loads(output.strip().splitlines()[-1])
 
 
-class Server:
+class Stopped:
+    """A server stopped when its `with` block ends, also when a section of the run fails."""
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class Server(Stopped):
     """The service started as the README starts it (tests/service.py: `make run`), timed from launch
     to its first classification; its processes' CPU time and memory."""
 
@@ -119,7 +133,7 @@ class Server:
         self.service.stop()
 
 
-class TutorialApp:
+class TutorialApp(Stopped):
     """bench/tutorial_app.py under gunicorn, the way a tutorial runs it: the same-run baseline."""
 
     def __init__(self, env: dict[str, str], workers: int) -> None:
@@ -317,24 +331,23 @@ def levels_section(report: Report, server: Server, photos: list[Path], raw: Raw,
 def tutorial_section(report: Report, env: dict[str, str], photos: list[Path], raw: Raw, ours: dict, seconds: float) -> None:
     # After the service's levels, not during them: its processes would share library pages with
     # the service's and so lower the service's PSS.
-    tutorial = TutorialApp(env, workers=available_cpus())
-    load_url(tutorial.url, photos, available_cpus(), 3)  # warm-up
     rows = []
-    for level in [level for level in PEERS_FP32 if level in ours]:
-        limit_now = raw_limit(raw.best)
-        baseline = load_url(tutorial.url, photos, level, seconds)
-        result, our_limit = ours[level]
-        rows.append(
-            [
-                level,
-                f"{result['img_per_s']} ({result['img_per_s'] / our_limit:.2f})",
-                f"{baseline['img_per_s']} ({baseline['img_per_s'] / limit_now:.2f})",
-                result["p50_ms"],
-                baseline["p50_ms"],
-                PEERS_FP32[level],
-            ]
-        )
-    tutorial.stop()
+    with TutorialApp(env, workers=available_cpus()) as tutorial:
+        load_url(tutorial.url, photos, available_cpus(), 3)  # warm-up
+        for level in [level for level in PEERS_FP32 if level in ours]:
+            limit_now = raw_limit(raw.best)
+            baseline = load_url(tutorial.url, photos, level, seconds)
+            result, our_limit = ours[level]
+            rows.append(
+                [
+                    level,
+                    f"{result['img_per_s']} ({result['img_per_s'] / our_limit:.2f})",
+                    f"{baseline['img_per_s']} ({baseline['img_per_s'] / limit_now:.2f})",
+                    result["p50_ms"],
+                    baseline["p50_ms"],
+                    PEERS_FP32[level],
+                ]
+            )
     report.say("## The tutorial-style app, same client, same run (bench/tutorial_app.py: gunicorn, 1 torch thread per worker)\n")
     header = ["clients", "classify img/s (÷ raw)", "tutorial app img/s (÷ raw)", "classify p50 ms", "tutorial app p50 ms"]
     report.table(rows, [*header, "best peer, reference run"])
@@ -372,11 +385,10 @@ def batch_section(report: Report, server: Server, photos: list[Path], seconds: f
 
 def memory_section(report: Report, env: dict[str, str], photos: list[Path], many_warm: dict, many_exercised: dict) -> None:
     """The same warm-up and mix on one worker, against what the many-worker server showed."""
-    one = Server(env, workers=1)
-    load(one, photos, 1, 3)
-    one_warm = one.memory_mb()
-    one_exercised = exercise(one, photos)
-    one.stop()
+    with Server(env, workers=1) as one:
+        load(one, photos, 1, 3)
+        one_warm = one.memory_mb()
+        one_exercised = exercise(one, photos)
     report.say("## Memory per worker\n")
     report.table(
         [
@@ -433,20 +445,20 @@ def main() -> None:
 
     machine_section(report, env, available_cpus())
     raw = raw_section(report, available_cpus())
-    server = Server(env, workers=int(os.environ.get("WEB_CONCURRENCY") or available_cpus()))
-    report.say(f"Cold start (launch to first classification, {len(server.pids()) - 1} workers): **{server.cold_start_s:.2f} s**\n")
-    load(server, photos, available_cpus(), 3)  # warm-up
-    warm = server.memory_mb()
-    ours = levels_section(report, server, photos, raw, [int(x) for x in args.levels.split(",")], args.seconds)
-    end = server.memory_mb()
-    report.say(
-        f"Memory: {end['processes']} processes, RSS {end['rss_mb']} MB, PSS {end['pss_mb']} MB (after warm-up: RSS {warm['rss_mb']} MB).\n"
-    )
-    tutorial_section(report, env, photos, raw, ours, args.seconds)
-    phone_section(report, server, photos, args.seconds)
-    batch_section(report, server, photos, args.seconds)
-    exercised = exercise(server, photos)
-    server.stop()
+    with Server(env, workers=int(os.environ.get("WEB_CONCURRENCY") or available_cpus())) as server:
+        report.say(f"Cold start (launch to first classification, {len(server.pids()) - 1} workers): **{server.cold_start_s:.2f} s**\n")
+        load(server, photos, available_cpus(), 3)  # warm-up
+        warm = server.memory_mb()
+        ours = levels_section(report, server, photos, raw, [int(x) for x in args.levels.split(",")], args.seconds)
+        end = server.memory_mb()
+        report.say(
+            f"Memory: {end['processes']} processes, RSS {end['rss_mb']} MB, PSS {end['pss_mb']} MB "
+            f"(after warm-up: RSS {warm['rss_mb']} MB).\n"
+        )
+        tutorial_section(report, env, photos, raw, ours, args.seconds)
+        phone_section(report, server, photos, args.seconds)
+        batch_section(report, server, photos, args.seconds)
+        exercised = exercise(server, photos)
     memory_section(report, env, photos, warm, exercised)
     accuracy_section(report)
     bf16_section(report, raw)
