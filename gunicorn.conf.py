@@ -14,6 +14,8 @@ import socket
 import sys
 from typing import NoReturn
 
+from gunicorn import util as gunicorn_util
+
 import cpu_budget
 import health_port
 import metrics_multiprocess
@@ -83,7 +85,7 @@ def on_starting(server):
         settings.hold_keys_file(settings.load(with_keys_file=False)["API_KEYS_FILE"])
         config = settings.load()  # with the keys just held: the file is read once
         _check_deadlines(config, server.cfg.timeout)
-        _check_port_free()
+        _check_port_free(server)
         server.header_timeout = config["HEADER_TIMEOUT"]  # for when_ready
         # Once, here: gunicorn reads this file again on SIGHUP, and the port stays open across that.
         server.health_socket = _open_health_port()
@@ -94,11 +96,9 @@ def on_starting(server):
     # torch, in the master so that the workers share its pages; only now, so that the checks above
     # need not wait seconds for it.
     import model
-    import model_loader
 
     try:
-        kept = model_loader.preload(model.ModelSpec.from_settings(config))
-        settings.check_default_topk(config, len(kept.labels))  # here, once, rather than by every worker
+        _preload(config)
     except (model.ModelLoadError, settings.ConfigError) as exc:
         _cannot_start(exc)
     if server.health_socket is not None:
@@ -109,12 +109,22 @@ def on_starting(server):
 
 
 def when_ready(server):
-    """A connection that has sent nothing stays with the kernel (TCP_DEFER_ACCEPT), up to about
-    HEADER_TIMEOUT, instead of occupying a sync worker: browsers' preconnects, a balancer's spare
-    connections and idle attackers no longer queue real requests behind them."""
+    """A connection that has sent nothing stays with the kernel (TCP_DEFER_ACCEPT) for HEADER_TIMEOUT,
+    rounded up to its SYN-ACK retries (1, 3, 7, 15, 31 s), instead of occupying a sync worker:
+    browsers' preconnects, a balancer's spare connections and idle attackers no longer queue real
+    requests behind them."""
     for listener in server.LISTENERS:
         with contextlib.suppress(AttributeError, OSError):  # not Linux, or not TCP (a unix socket)
             listener.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, math.ceil(server.header_timeout))
+
+
+def _preload(config):
+    import model
+    import model_loader
+
+    # DEFAULT_TOPK against the labels here, once, rather than by every worker (labels too few for
+    # it, at start or at a SIGHUP, are refused before they are kept).
+    model_loader.preload(model.ModelSpec.from_settings(config), lambda labels: settings.check_default_topk(config, len(labels)))
 
 
 def _open_health_port():
@@ -127,23 +137,26 @@ def _open_health_port():
         raise settings.ConfigError(f"HEALTH_PORT={_health_port} cannot be opened on {_host}: {reason}.") from None
 
 
-def _check_port_free():
-    """PORT in use, or a HOST no interface has, in one line now: gunicorn would retry five times,
-    a second apart, with a line each, and only once the weights were read."""
-    if "GUNICORN_FD" in os.environ or "LISTEN_FDS" in os.environ:
-        return  # the sockets are inherited (USR2 re-exec, systemd): open already, by design
-    try:
-        family, kind, proto, _, address = socket.getaddrinfo(_host, _port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
-    except socket.gaierror as exc:
-        raise settings.ConfigError(f"HOST={_host} cannot be used: {exc.strerror}.") from None
-    with socket.socket(family, kind, proto) as trial:
-        trial.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gunicorn binds
+def _check_port_free(server):
+    """An address in use, or a HOST no interface has, in one line now: gunicorn would retry five
+    times, a second apart, with a line each, and only once the weights were read. The addresses
+    are gunicorn's own (HOST and PORT, or a --bind in GUNICORN_CMD_ARGS), bound as it binds them."""
+    if "GUNICORN_FD" in os.environ or "LISTEN_FDS" in os.environ or server.cfg.reuse_port:
+        return  # inherited (USR2 re-exec, systemd), or meant to be shared: in use by design
+    for address in server.cfg.address:
+        if not isinstance(address, tuple):
+            continue  # a unix socket or a file descriptor
+        host, port = address
         try:
-            trial.bind(address)
+            with socket.socket(socket.AF_INET6 if gunicorn_util.is_ipv6(host) else socket.AF_INET) as trial:
+                trial.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                trial.bind(address)
+        except socket.gaierror as exc:
+            raise settings.ConfigError(f"HOST={host} cannot be used: {exc.strerror}.") from None
         except OSError as exc:
             if exc.errno == errno.EADDRNOTAVAIL:
-                raise settings.ConfigError(f"HOST={_host} cannot be used: no interface of this machine has it.") from None
-            raise settings.ConfigError(f"PORT={_port} cannot be opened on HOST={_host}: {exc.strerror}.") from None
+                raise settings.ConfigError(f"HOST={host} cannot be used: no interface of this machine has it.") from None
+            raise settings.ConfigError(f"PORT={port} cannot be opened on HOST={host}: {exc.strerror}.") from None
 
 
 def _check_deadlines(config, timeout):
@@ -158,14 +171,10 @@ def on_reload(server):
     """SIGHUP: read the (perhaps replaced) weights, labels and keys file again for the new workers.
     Unusable ones are refused, and the new workers serve what the old ones did."""
     import model
-    import model_loader
 
     config = settings.load(with_keys_file=False)  # the environment, checked at start, is unchanged
-    spec = model.ModelSpec.from_settings(config)
     try:
-        # Before preload keeps them: new labels too few for DEFAULT_TOPK would fail every new worker.
-        settings.check_default_topk(config, len(model_loader.read_labels(spec.labels_file or model_loader.IMAGENET_LABELS)))
-        model_loader.preload(spec)
+        _preload(config)
     except (model.ModelLoadError, settings.ConfigError) as exc:
         server.log.error("classify: SIGHUP: %s The new workers serve the model read before.", exc)
     try:  # on its own: a key to revoke must not wait for a good weights file

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -119,16 +120,19 @@ def _from_torchvision(spec: ModelSpec, labels: list[str], kept: Preloaded | None
     return classifier
 
 
-def preload(spec: ModelSpec) -> Preloaded:
+def preload(spec: ModelSpec, check_labels: Callable[[list[str]], None] | None = None) -> None:
     """Check labels and weights and keep them for the workers (see Preloaded), without torch
     compute: safe in gunicorn's master before it forks. A bad configuration is reported once
-    instead of by every worker. Raises ModelLoadError, and then keeps what it had."""
+    instead of by every worker. `check_labels` may refuse the labels read (raising), before they
+    are kept. Raises ModelLoadError, and then keeps what it had."""
     global _preloaded
     labels = read_labels(spec.labels_file or IMAGENET_LABELS)
+    if check_labels is not None:
+        check_labels(labels)
     if spec.factory:
         model_factory.find_module(spec.factory)
         _preloaded = Preloaded(spec, labels)
-        return _preloaded  # the rest is user code, run in each worker: its import may already run torch compute
+        return  # the rest is user code, run in each worker: its import may already run torch compute
     _, path, state_dict = _torchvision_state(spec)
     shared = {name: _channels_last(tensor) for name, tensor in state_dict.items()}
     _assign_weights(spec, len(labels), shared, path)
@@ -137,7 +141,6 @@ def preload(spec: ModelSpec) -> Preloaded:
     except OSError as exc:  # replaced or removed since it was read
         raise ModelLoadError(f"The weights file {path} could not be read again to hash it ({exc.strerror or exc}).") from None
     _preloaded = Preloaded(spec, labels, path, shared, sha256)
-    return _preloaded
 
 
 def _first_line(exc: Exception) -> str:

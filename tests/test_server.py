@@ -168,6 +168,14 @@ def test_a_port_already_taken_refuses_to_start_in_one_line_without_retrying(seed
     assert "Retrying" not in result.stderr
 
 
+def test_the_address_checked_at_start_is_the_one_gunicorn_binds(seeded_weights: Path) -> None:
+    # A --bind in GUNICORN_CMD_ARGS wins over HOST and PORT: that port is the one checked, and named.
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        result = service.refused_to_start({"MODEL_WEIGHTS": str(seeded_weights), "GUNICORN_CMD_ARGS": f"--bind 127.0.0.1:{port}"})
+    assert f"classify: cannot start: PORT={port} cannot be opened on HOST=127.0.0.1: Address already in use." in result.stderr
+
+
 @pytest.mark.parametrize(
     ("env", "named"),
     [
