@@ -47,10 +47,15 @@ class SyncWorker(sync.SyncWorker):
     header_timeout: float  # HEADER_TIMEOUT, set once the app is loaded (load_wsgi)
 
     stopping_gracefully = False  # SIGTERM; not a TIMEOUT abort (SIGABRT) nor a quick stop (SIGQUIT, SIGINT)
+    aborted = False  # by the master at TIMEOUT (SIGABRT): the SystemExit a request then meets is a timeout's
 
     def handle_exit(self, sig: int, frame: Any) -> None:
         self.stopping_gracefully = True
         super().handle_exit(sig, frame)
+
+    def handle_abort(self, sig: int, frame: Any) -> None:
+        self.aborted = True
+        super().handle_abort(sig, frame)
 
     def run(self) -> None:
         super().run()  # returns once told to stop, or when the master is gone
@@ -129,7 +134,7 @@ class SyncWorker(sync.SyncWorker):
             # which each silent connection added to the time it held this worker.
             util.close_graceful(client, timeout=HEADER_TIMEOUT_LINGER)
             return
-        if isinstance(exc, SystemExit) and req is not None:  # gunicorn's abort at TIMEOUT (handle_abort)
+        if self.aborted and isinstance(exc, SystemExit) and req is not None:
             # Not a bug in the request's handling: one line, not gunicorn's traceback of where it was cut.
             self.log.error("Request %s %s ran past TIMEOUT=%ss: answered 500", req.method, req.path, self.cfg.timeout)
             with contextlib.suppress(Exception):

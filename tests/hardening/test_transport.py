@@ -162,3 +162,21 @@ def test_connections_that_send_nothing_do_not_hold_up_a_request(live: service.Se
             sock.close()
     assert answer.status == 200
     assert waited < DEADLINE, f"answered after {waited:.1f} s, behind the silent connections"
+
+
+def test_a_worker_whose_client_missed_the_header_deadline_is_free_again_at_once(live: service.Service, jpeg: bytes) -> None:
+    # Clients that sent part of a request line (so the kernel hands them over), then nothing, and never
+    # close: each held its worker for the deadline plus gunicorn's 2 s of waiting for the close.
+    stuck = [socket.create_connection(address(live.url), timeout=30) for _ in range(2)]
+    try:
+        for sock in stuck:
+            sock.sendall(b"POST /classify HTTP/1.1\r\n")
+        time.sleep(0.3)
+        started = time.monotonic()
+        answer = exchange(live.url, keyed(request_head("image/jpeg", f"Content-Length: {len(jpeg)}") + jpeg))
+        waited = time.monotonic() - started
+    finally:
+        for sock in stuck:
+            sock.close()
+    assert answer.status == 200
+    assert waited < DEADLINE + 1, f"answered after {waited:.1f} s"
