@@ -173,13 +173,18 @@ def _draft(image: Image.Image, min_side: int) -> None:
 STRIP_PIXELS = 256 * 1024
 
 
+def _strips(image: Image.Image) -> Iterator[tuple[int, Image.Image]]:
+    """`image` a few rows at a time: each strip's top row, and the strip."""
+    rows = max(1, STRIP_PIXELS // image.width)
+    for top in range(0, image.height, rows):
+        yield top, image.crop((0, top, image.width, min(image.height, top + rows)))
+
+
 def _by_strips(image: Image.Image, convert: Callable[[Image.Image], Image.Image]) -> Image.Image:
     """An RGB picture made strip by strip: `convert` takes a strip of `image`, returns it in RGB."""
     rgb = Image.new("RGB", image.size)
-    rows = max(1, STRIP_PIXELS // image.width)
-    for top in range(0, image.height, rows):
-        box = (0, top, image.width, min(image.height, top + rows))
-        rgb.paste(convert(image.crop(box)), box[:2])
+    for top, strip in _strips(image):
+        rgb.paste(convert(strip), (0, top))
     return rgb
 
 
@@ -191,9 +196,7 @@ def _high_bit_depth_scale(image: Image.Image) -> float:
     if image.mode != "F":
         return 1 / 257  # 0..65535 -> 0..255
     # Floating-point pictures are usually 0..1; read as 0..255 they were black.
-    rows = max(1, STRIP_PIXELS // image.width)
-    strips = (image.crop((0, top, image.width, min(image.height, top + rows))) for top in range(0, image.height, rows))
-    return 255.0 if max(_as_floats(strip).max() for strip in strips) <= 1.0 else 1.0
+    return 255.0 if max(_as_floats(strip).max() for _, strip in _strips(image)) <= 1.0 else 1.0
 
 
 def _to_8bit(strip: Image.Image, scale: float) -> Image.Image:

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import zlib
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -196,6 +197,24 @@ def test_large_jpegs_decode_at_reduced_scale_but_report_their_real_size() -> Non
 def test_reduced_scale_never_goes_below_the_side_asked_for_nor_touches_other_formats() -> None:
     assert decode_image(image_bytes("RGB", (900, 700), "JPEG"), LIMIT, min_side=512).image.size == (900, 700)
     assert decode_image(image_bytes("RGB", (2000, 1500), "PNG"), LIMIT, min_side=512).image.size == (2000, 1500)
+
+
+def test_pictures_converted_in_strips_come_out_whole_and_scaled_alike(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Strips of 3 rows of a 7-wide picture: every strip's place, and one scale for all of them.
+    monkeypatch.setattr(images, "STRIP_PIXELS", 21)
+    rows = np.arange(7 * 10, dtype=np.uint16).reshape(10, 7)
+    sixteen = Image.fromarray(rows * 900)  # 0..62100, I;16
+    assert np.array_equal(np.asarray(to_rgb(sixteen))[..., 0], np.round(rows * 900 / 257).astype(np.uint8))
+    floats = np.full((10, 7), 0.5, dtype=np.float32)
+    floats[-1, -1] = 2.0  # the only value over 1, in the last strip: the picture is 0..255, not 0..1
+    assert np.asarray(to_rgb(Image.fromarray(floats)))[0, 0, 0] == 0  # 0.5 of 255, not 0.5 x 255
+    rgba = np.zeros((10, 7, 4), dtype=np.uint8)
+    rgba[..., 0] = rows % 256
+    rgba[..., 3] = 255
+    rgba[5, 3, 3] = 0  # one transparent pixel, in the middle strip
+    composited = np.asarray(to_rgb(Image.fromarray(rgba)))
+    assert np.array_equal(composited[..., 0][rgba[..., 3] == 255], (rows % 256)[rgba[..., 3] == 255])
+    assert tuple(composited[5, 3]) == (255, 255, 255)
 
 
 # Measured in a fresh process: Linux's peak-RSS counter, reset once the picture is made.
