@@ -104,7 +104,11 @@ class Server(Stopped):
         self.service = service.start(RESULTS / f"server-{workers}-workers.log", env, workers=workers, ready_timeout=120)
         self.url = self.service.url
         photo = sorted(PHOTOS.glob("*.JPEG"))[0].read_bytes()
-        requests.post(f"{self.url}/classify", data=photo, headers={"Content-Type": "image/jpeg"}, timeout=30).raise_for_status()
+        try:
+            requests.post(f"{self.url}/classify", data=photo, headers={"Content-Type": "image/jpeg"}, timeout=30).raise_for_status()
+        except BaseException:
+            self.stop()  # started, but its `with` block never begins
+            raise
         self.cold_start_s = time.monotonic() - started
 
     def pids(self) -> list[int]:
