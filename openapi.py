@@ -25,6 +25,7 @@ ERROR_CODES = {
     413: "`payload_too_large`, `image_too_large`, `too_many_files`, `too_many_pixels`",
     415: "`unsupported_media_type`, `invalid_image`, `unsupported_format`, `unsupported_dimensions`",
     500: "`internal_error`",
+    501: "`not_implemented`",
 }
 
 
@@ -259,7 +260,8 @@ def _classify(config: Mapping[str, Any], num_classes: int) -> dict[str, Any]:
                 "408": _error(408, "The request did not arrive within HEADER_TIMEOUT or UPLOAD_TIMEOUT seconds."),
                 "413": _error(413, "The request, an image, or the number of files is over the limit."),
                 "415": _error(415, "Not an accepted Content-Type, or not a usable image."),
-                "500": _error(500, "A bug in the service, never the client's input."),
+                "500": _error(500, "A bug in the service, or a request that ran past TIMEOUT."),
+                "501": _error(501, "A Transfer-Encoding other than chunked (gzip, br, ...)."),
             },
         }
     }

@@ -78,7 +78,7 @@ def positive_int(text: str) -> int:
 
 def _megabytes(text: str) -> int:
     value = float(text)
-    if not 1 / 1024 <= value <= 1_000_000:  # less than a KiB would refuse every photo
+    if not 0.001 <= value <= 1_000_000:  # a limit of a few bytes would refuse every photo
         raise ValueError("must be from 0.001 to 1000000")
     return int(value * MIB)
 
