@@ -64,23 +64,26 @@ def test_model_is_built_once_per_process(seeded_weights: Path) -> None:
     assert first.extensions["classifier"] is second.extensions["classifier"]
 
 
-def test_fine_tuned_head_takes_its_class_count_from_the_labels_file(tmp_path: Path) -> None:
+@pytest.fixture
+def cats_and_dogs(tmp_path: Path) -> tuple[Path, Path]:
+    """A fine-tuned head of two classes: its weights file and its labels file."""
     torch.manual_seed(1)
     weights = tmp_path / "cats-dogs.pth"
     torch.save(torchvision.models.resnet18(num_classes=2).state_dict(), weights)
     labels = tmp_path / "labels.txt"
     labels.write_text("cat\ndog\n")
+    return weights, labels
+
+
+def test_fine_tuned_head_takes_its_class_count_from_the_labels_file(cats_and_dogs: tuple[Path, Path]) -> None:
+    weights, labels = cats_and_dogs
     classifier = load_classifier(ModelSpec(weights_file=str(weights), labels_file=str(labels)))
     top = classifier.predict([Image.new("RGB", (300, 200), "orange")], topk=2)[0]
     assert {p.label for p in top} == {"cat", "dog"}
 
 
-def test_default_topk_fits_the_model_cut_when_built_in_refused_when_set(tmp_path: Path) -> None:
-    torch.manual_seed(1)
-    weights = tmp_path / "cats-dogs.pth"
-    torch.save(torchvision.models.resnet18(num_classes=2).state_dict(), weights)
-    labels = tmp_path / "labels.txt"
-    labels.write_text("cat\ndog\n")
+def test_default_topk_fits_the_model_cut_when_built_in_refused_when_set(cats_and_dogs: tuple[Path, Path]) -> None:
+    weights, labels = cats_and_dogs
     small = {"MODEL_WEIGHTS": str(weights), "LABELS_FILE": str(labels)}
     app = create_app(small)  # the built-in 5
     assert app.config["DEFAULT_TOPK"] == 2

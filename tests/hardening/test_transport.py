@@ -147,19 +147,25 @@ def test_a_slow_client_is_answered_408_at_its_deadline_and_the_other_worker_keep
     assert result.workers_after == result.workers_before
 
 
+def photo_answered_behind(live: service.Service, jpeg: bytes, held: list[socket.socket]) -> tuple[Answer, float]:
+    """A photo sent while the `held` connections are open (they are closed after): its answer, and
+    the seconds it took."""
+    try:
+        time.sleep(0.3)  # the held connections reach the server first
+        started = time.monotonic()
+        answer = exchange(live.url, keyed(request_head("image/jpeg", f"Content-Length: {len(jpeg)}") + jpeg))
+        return answer, time.monotonic() - started
+    finally:
+        for sock in held:
+            sock.close()
+
+
 def test_connections_that_send_nothing_do_not_hold_up_a_request(live: service.Service, jpeg: bytes) -> None:
     # Browsers' preconnects, a balancer's spare connections, or an attacker: twice as many silent
     # connections as workers, opened first. Each held a worker for HEADER_TIMEOUT plus gunicorn's
     # 2 s lingering close, so the photo sent after them waited (2 + 2) x 2 s here.
     silent = [socket.create_connection(address(live.url), timeout=30) for _ in range(4)]
-    try:
-        time.sleep(0.3)  # they reach the server first
-        started = time.monotonic()
-        answer = exchange(live.url, keyed(request_head("image/jpeg", f"Content-Length: {len(jpeg)}") + jpeg))
-        waited = time.monotonic() - started
-    finally:
-        for sock in silent:
-            sock.close()
+    answer, waited = photo_answered_behind(live, jpeg, silent)
     assert answer.status == 200
     assert waited < DEADLINE, f"answered after {waited:.1f} s, behind the silent connections"
 
@@ -168,15 +174,8 @@ def test_a_worker_whose_client_missed_the_header_deadline_is_free_again_at_once(
     # Clients that sent part of a request line (so the kernel hands them over), then nothing, and never
     # close: each held its worker for the deadline plus gunicorn's 2 s of waiting for the close.
     stuck = [socket.create_connection(address(live.url), timeout=30) for _ in range(2)]
-    try:
-        for sock in stuck:
-            sock.sendall(b"POST /classify HTTP/1.1\r\n")
-        time.sleep(0.3)
-        started = time.monotonic()
-        answer = exchange(live.url, keyed(request_head("image/jpeg", f"Content-Length: {len(jpeg)}") + jpeg))
-        waited = time.monotonic() - started
-    finally:
-        for sock in stuck:
-            sock.close()
+    for sock in stuck:
+        sock.sendall(b"POST /classify HTTP/1.1\r\n")
+    answer, waited = photo_answered_behind(live, jpeg, stuck)
     assert answer.status == 200
     assert waited < DEADLINE + 1, f"answered after {waited:.1f} s"
