@@ -112,7 +112,7 @@ def when_ready(server):
     """A connection that has sent nothing stays with the kernel (TCP_DEFER_ACCEPT) for HEADER_TIMEOUT,
     rounded up to its SYN-ACK retries (1, 3, 7, 15, 31 s), instead of occupying a sync worker:
     browsers' preconnects, a balancer's spare connections and idle attackers no longer queue real
-    requests behind them."""
+    requests behind them. One the kernel hands over still silent is answered 408 at once (sync_worker.py)."""
     for listener in server.LISTENERS:
         with contextlib.suppress(AttributeError, OSError):  # not Linux, or not TCP (a unix socket)
             listener.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, math.ceil(server.header_timeout))

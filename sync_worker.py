@@ -15,6 +15,8 @@ would otherwise be reset when the last worker exits.
 from __future__ import annotations
 
 import contextlib
+import select
+import socket
 from typing import Any
 
 from gunicorn import util
@@ -40,6 +42,16 @@ class HeaderTimeout(Exception):
 DRAIN_HEADER_TIMEOUT = 1.0
 # After a 408 for headers that did not arrive: seconds to wait for the client to close.
 HEADER_TIMEOUT_LINGER = 0.2
+
+
+def _held_silent_by_the_kernel(listener: Any, client: socket.socket) -> bool:
+    """A connection the kernel handed over with nothing to read, under TCP_DEFER_ACCEPT
+    (gunicorn.conf.py): it stayed silent for the whole deferral, at least HEADER_TIMEOUT."""
+    try:
+        deferred = listener.getsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT)
+    except (AttributeError, OSError):  # not Linux, or not TCP
+        return False
+    return bool(deferred) and not select.select([client], [], [], 0)[0]
 
 
 class SyncWorker(sync.SyncWorker):
@@ -83,6 +95,11 @@ class SyncWorker(sync.SyncWorker):
         client, addr = listener.accept()
         client.setblocking(1)
         util.close_on_exec(client)
+        if _held_silent_by_the_kernel(listener, client):
+            # Its time for headers is up already: answered now, not after HEADER_TIMEOUT more, which
+            # let two idle preconnects from one browser page hold both workers for 10 s.
+            self.handle_error(None, client, addr, HeaderTimeout())
+            return
         try:
             with deadline.alarm(self.header_timeout, HeaderTimeout):  # handle_request ends it once the headers are in
                 self.handle(listener, client, addr)
