@@ -11,6 +11,7 @@
   const status = document.getElementById("status");
   const list = document.getElementById("predictions");
   let previewUrl = null;
+  let pending = null; // the request for the photo on show: a newer choice cancels it
 
   function showError(message) {
     errorBox.textContent = message;
@@ -68,6 +69,8 @@
   }
 
   async function classify(file) {
+    if (pending) pending.abort(); // its late answer must not land under this photo
+    const request = (pending = new AbortController());
     showError("");
     list.replaceChildren();
     showPreview(file);
@@ -76,12 +79,16 @@
     form.append("image", file, file.name);
     let response;
     try {
-      response = await fetch("classify?topk=5", { method: "POST", body: form, headers: { Accept: "application/json" } });
+      response = await fetch("classify?topk=5", {
+        method: "POST", body: form, headers: { Accept: "application/json" }, signal: request.signal,
+      });
     } catch (error) {
+      if (request.signal.aborted) return;
       fail(`The service could not be reached (${error.message}).`);
       return;
     }
     const answer = await readAnswer(response);
+    if (request.signal.aborted) return;
     if (!response.ok || !answer || !answer.predictions) {
       const message = answer && answer.error ? answer.error.message : "";
       fail(message || `The service answered ${response.status} ${response.statusText}.`);

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
+from PIL import Image
 from selenium import webdriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
@@ -103,6 +105,27 @@ def test_demo_page_classifies_a_photo_dropped_on_it(browser: webdriver.Chrome, s
     """)
     WebDriverWait(browser, WAIT_S).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#predictions li")) == 5)
     assert [bar["label"] for bar in read_bars(browser)] == [p["label"] for p in api_answer(server, photo.path)["predictions"]]
+    assert browser.find_element(By.ID, "caption").text == photo.path.name
+
+
+def test_demo_page_shows_the_answer_for_the_latest_photo_chosen(
+    browser: webdriver.Chrome, server: service.Service, photo: Photo, tmp_path: Path
+) -> None:
+    # A slow photo (81 megapixels, seconds to decode), then at once a small one: the slow answer
+    # arrived last and was drawn under the small photo's preview and name.
+    slow = tmp_path / "slow.png"
+    Image.new("RGB", (9000, 9000), "teal").save(slow)
+    upload_on_demo_page(browser, server, slow)
+    time.sleep(0.3)
+    browser.find_element(By.ID, "photo").send_keys(str(photo.path))
+    WebDriverWait(browser, WAIT_S).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#predictions li")) == 5)
+    started = time.monotonic()
+    slow_answer = api_answer(server, slow)
+    time.sleep(time.monotonic() - started + 1)  # past when the page's slow answer would have come
+    shown = [float(bar["percent"].rstrip("%")) for bar in read_bars(browser)]
+    expected = [p["probability"] * 100 for p in api_answer(server, photo.path)["predictions"]]
+    assert shown == pytest.approx(expected, abs=0.05)
+    assert shown != pytest.approx([p["probability"] * 100 for p in slow_answer["predictions"]], abs=0.05)
     assert browser.find_element(By.ID, "caption").text == photo.path.name
 
 
