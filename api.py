@@ -92,11 +92,16 @@ def _entry(upload: Upload, outcome: Prepared | APIError, predictions: list[Any] 
     }
 
 
-def _note(uploads: list[Upload], prepared: list[Prepared | APIError], inference_seconds: float | None) -> None:
-    """For the metrics and the request log."""
+def _note_received(uploads: list[Upload]) -> None:
+    """For the metrics and the request log, also when the request is refused as a whole (a 413)."""
     stats = request_stats.current()
     stats.images = len(uploads)
     stats.upload_bytes = sum(len(upload.data) for upload in uploads)
+
+
+def _note(prepared: list[Prepared | APIError], inference_seconds: float | None) -> None:
+    """For the metrics and the request log."""
+    stats = request_stats.current()
     stats.classified = sum(isinstance(p, Prepared) for p in prepared)
     stats.rejected = [p.code for p in prepared if isinstance(p, APIError)]
     stats.inference_seconds = inference_seconds
@@ -114,6 +119,7 @@ def _classify() -> Response | tuple[Response, int]:
     refuse_encoded_body(request)
     topk = read_topk(request, current_app.config["DEFAULT_TOPK"], model.num_classes)
     uploads = read_uploads(request, current_app.config["MAX_FILES"])
+    _note_received(uploads)
 
     with cpu_budget.cpu():
         decoding = time.perf_counter()  # not before: the upload's arrival, or the wait for a CPU, is not decoding
@@ -123,7 +129,7 @@ def _classify() -> Response | tuple[Response, int]:
         with threads_for_next_step() as threads:
             predictions = iter(model.top(model.logits_of([p.tensor for p in good], threads), topk) if good else [])
     finished = time.perf_counter()
-    _note(uploads, prepared, finished - decoded_at if good else None)
+    _note(prepared, finished - decoded_at if good else None)
 
     entries = [_entry(u, d, None if isinstance(d, APIError) else next(predictions)) for u, d in zip(uploads, prepared, strict=True)]
     timing = {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import subprocess
 import sys
 import time
@@ -188,10 +189,14 @@ def test_an_image_refused_for_its_own_size_does_not_count_against_the_request_bu
     assert "predictions" in results[0] and results[1]["error"]["code"] == "image_too_large"
 
 
-def test_huge_pngs_over_the_default_request_pixel_budget_are_a_413_not_decoded(client: FlaskClient) -> None:
+def test_huge_pngs_over_the_default_request_pixel_budget_are_a_413_not_decoded(
+    client: FlaskClient, capsys: pytest.CaptureFixture[str]
+) -> None:
     # Each 10000x10000 (the per-image limit) and about 32 KB; decoding 32 of them took minutes.
     huge = image_bytes("1", (10_000, 10_000), "PNG")
+    capsys.readouterr()
     assert_error(upload(client, *[("image", huge, f"{i}.png") for i in range(3)]), 413, "too_many_pixels")
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["images"] == 3  # the files received, refused or not
 
 
 @pytest.mark.parametrize(("reduced", "status"), [(True, 200), (False, 413)])
