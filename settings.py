@@ -119,7 +119,11 @@ def _origins(text: str) -> list[str]:
     # What a browser sends in Origin: scheme, host and maybe port, nothing after. "*" is any site.
     for origin in (origins := _list(text)):
         if origin != "*" and not re.fullmatch(r"https?://[^/\s?#]+", origin):
-            raise ValueError(f"{origin!r} is not an origin; write scheme://host[:port], without a path or trailing slash")
+            hint = " (a page opened from a file sends Origin: null: serve it over http, e.g. python -m http.server)"
+            raise ValueError(
+                f"{origin!r} is not an origin; write scheme://host[:port], without a path or trailing slash"
+                + (hint if origin == "null" else "")
+            )
     return origins
 
 
