@@ -31,6 +31,10 @@ GUNICORN_CODES = {
 
 _JSON_HEADER_LINES = "".join(f"{name}: {value}\r\n" for name, value in JSON_ANSWER_HEADERS.items())
 
+# CORS_ORIGINS, set by the worker once its app is loaded (sync_worker.py): a page on an allowed
+# origin must be able to read these answers too (a 500 past TIMEOUT, a 408), as it reads the app's.
+cors_origins: list[str] = []
+
 
 def _readable(mesg: str, limit: int = 300) -> str:
     # gunicorn quotes what it could not parse as the repr() of bytes read as latin-1 ("ï¼\x93" for
@@ -51,7 +55,7 @@ def write_json_error(sock: Any, status_int: int, reason: str, mesg: str) -> None
     rid = request_id.choose(_incoming_request_id())  # a new one if its headers were not read, or could not be
     head = (
         f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\n"
-        f"{_JSON_HEADER_LINES}{request_id.HEADER}: {rid}\r\nContent-Length: {len(body)}\r\n\r\n"
+        f"{_JSON_HEADER_LINES}{_cors_lines()}{request_id.HEADER}: {rid}\r\nContent-Length: {len(body)}\r\n\r\n"
     )
     util.write_nonblock(sock, head.encode("latin-1") + body)
     _account(status_int, rid, len(body))
@@ -72,10 +76,24 @@ def answering(req: Any, addr: Any) -> Iterator[None]:
         _answering.clear()
 
 
-def _incoming_request_id() -> str | None:
-    # A request past TIMEOUT had its headers parsed: keep the caller's id, for the one answer that most needs tracing.
+def _incoming(name: str) -> str | None:
+    """A header of the request being answered, when gunicorn had parsed its headers (one past TIMEOUT)."""
     headers = getattr(_answering.get("req"), "headers", None) or []
-    return next((value for name, value in headers if name.upper() == request_id.HEADER.upper()), None)
+    return next((value for header, value in headers if header.upper() == name.upper()), None)
+
+
+def _incoming_request_id() -> str | None:
+    # Keep the caller's id, for the one answer that most needs tracing.
+    return _incoming(request_id.HEADER)
+
+
+def _cors_lines() -> str:
+    # As flask-cors answers for the app (exposure.py): the origin echoed, or * when any is allowed.
+    origin = _incoming("Origin")
+    if not origin or not ("*" in cors_origins or origin in cors_origins):
+        return ""
+    allowed = "*" if "*" in cors_origins else origin
+    return f"Access-Control-Allow-Origin: {allowed}\r\nAccess-Control-Expose-Headers: {request_id.HEADER}\r\nVary: Origin\r\n"
 
 
 def _account(status: int, rid: str, response_bytes: int) -> None:

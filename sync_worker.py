@@ -23,12 +23,12 @@ from gunicorn import util
 from gunicorn.workers import sync
 
 import deadline
+import gunicorn_errors
 import listen_queue
 from expect_continue import ContinueOnFirstRead
-from gunicorn_errors import answering, write_json_error
 
 # gunicorn's handle_error() computes the status and the message, then calls util.write_error.
-util.write_error = write_json_error
+util.write_error = gunicorn_errors.write_json_error
 
 
 class HeaderTimeout(Exception):
@@ -113,6 +113,7 @@ class SyncWorker(sync.SyncWorker):
         super().load_wsgi()
         app: Any = self.wsgi  # type: ignore[has-type]
         self.header_timeout = app.config["HEADER_TIMEOUT"]  # the app's settings, loaded once
+        gunicorn_errors.cors_origins = app.config["CORS_ORIGINS"]
 
         def continue_when_read(environ: dict[str, Any], start_response: Any) -> Any:
             if not self.continue_owed:
@@ -135,14 +136,14 @@ class SyncWorker(sync.SyncWorker):
 
     def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
         deadline.cancel()  # not while gunicorn answers and lingers
-        with answering(req or getattr(exc, "req", None), addr):
+        with gunicorn_errors.answering(req or getattr(exc, "req", None), addr):
             self._answer_error(req, client, addr, exc)
 
     def _answer_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
         if isinstance(exc, HeaderTimeout):
             self.log.warning("Request headers from ip=%s did not arrive within %ss", (addr or ("",))[0], self.header_timeout)
             try:
-                write_json_error(
+                gunicorn_errors.write_json_error(
                     client, 408, "Request Timeout", f"The request headers did not arrive within {self.header_timeout:g} seconds."
                 )
             except Exception:
@@ -155,6 +156,6 @@ class SyncWorker(sync.SyncWorker):
             # Not a bug in the request's handling: one line, not gunicorn's traceback of where it was cut.
             self.log.error("Request %s %s ran past TIMEOUT=%ss: answered 500", req.method, req.path, self.cfg.timeout)
             with contextlib.suppress(Exception):
-                write_json_error(client, 500, "Internal Server Error", "")
+                gunicorn_errors.write_json_error(client, 500, "Internal Server Error", "")
             return
         super().handle_error(req, client, addr, exc)

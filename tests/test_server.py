@@ -117,18 +117,23 @@ def test_sigterm_answers_the_requests_already_queued_too_then_exits_cleanly(tmp_
 
 def test_a_request_past_timeout_is_answered_500_with_its_own_request_id(tmp_path: Path, seeded_weights: Path) -> None:
     # Eight 10000x10000 PNGs, the pixel budget raised for them, take seconds to decode: gunicorn
-    # kills the worker at TIMEOUT and answers for it. The caller's id must survive, in the header and the log.
-    env = {"MODEL_WEIGHTS": str(seeded_weights), "TIMEOUT": "1", "UPLOAD_TIMEOUT": "0.5", "HEADER_TIMEOUT": "0.5"}
+    # kills the worker at TIMEOUT and answers for it. The caller's id must survive, in the header and the
+    # log, and a page on an allowed origin must be able to read the answer.
+    page = "http://127.0.0.1:9"
+    env = {"MODEL_WEIGHTS": str(seeded_weights), "TIMEOUT": "1", "UPLOAD_TIMEOUT": "0.5", "HEADER_TIMEOUT": "0.5", "CORS_ORIGINS": page}
     huge = image_bytes("1", (10_000, 10_000), "PNG")
     with service.running(tmp_path / "log", {**env, "MAX_REQUEST_PIXELS": str(10**9)}, workers=1) as running:
         files = [("image", (f"{n}.png", huge, "image/png")) for n in range(8)]
         with ThreadPoolExecutor(1) as pool:
-            slow = pool.submit(requests.post, f"{running.url}/classify", files=files, headers={"X-Request-ID": "slow-1"}, timeout=60)
+            headers = {"X-Request-ID": "slow-1", "Origin": page}
+            slow = pool.submit(requests.post, f"{running.url}/classify", files=files, headers=headers, timeout=60)
             time.sleep(0.5)
             queued = requests.get(f"{running.url}/health", headers={"X-Request-ID": "queued-1"}, timeout=60)  # behind it
             answer = slow.result()
         assert (answer.status_code, answer.json()["error"]["code"]) == (500, "internal_error")
         assert answer.headers["X-Request-ID"] == "slow-1"
+        assert answer.headers["Access-Control-Allow-Origin"] == page
+        assert answer.headers["Access-Control-Expose-Headers"] == "X-Request-ID"
         lines = {line["request_id"]: line for line in running.log_lines()}
         assert lines["slow-1"]["status"] == 500
         # The aborted worker leaves: the queued request is its replacement's, not one more for it.
