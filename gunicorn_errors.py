@@ -32,7 +32,7 @@ GUNICORN_CODES = {
 _JSON_HEADER_LINES = "".join(f"{name}: {value}\r\n" for name, value in JSON_ANSWER_HEADERS.items())
 
 # CORS_ORIGINS, set by the worker once its app is loaded (sync_worker.py): a page on an allowed
-# origin must be able to read these answers too (a 500 past TIMEOUT, a 408), as it reads the app's.
+# origin must be able to read these answers too (the 500 past TIMEOUT), as it reads the app's.
 cors_origins: list[str] = []
 
 
