@@ -15,6 +15,7 @@ would otherwise be reset when the last worker exits.
 from __future__ import annotations
 
 import contextlib
+import os
 import select
 import socket
 from typing import Any
@@ -42,16 +43,24 @@ class HeaderTimeout(Exception):
 DRAIN_HEADER_TIMEOUT = 1.0
 # After a 408 for headers that did not arrive: seconds to wait for the client to close.
 HEADER_TIMEOUT_LINGER = 0.2
+# For the first bytes of a connection the kernel handed over without any (see _held_silent_by_the_kernel).
+SILENT_GRACE_MS = 500
 
 
 def _held_silent_by_the_kernel(listener: Any, client: socket.socket) -> bool:
     """A connection the kernel handed over with nothing to read, under TCP_DEFER_ACCEPT
-    (gunicorn.conf.py): it stayed silent for the whole deferral, at least HEADER_TIMEOUT."""
+    (gunicorn.conf.py): it stayed silent for the whole deferral, at least HEADER_TIMEOUT. A short
+    wait first: when its queue of half-open connections is full the kernel answers with SYN
+    cookies, which skip the deferral, and a client's request may then arrive just after."""
     try:
         deferred = listener.getsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT)
     except (AttributeError, OSError):  # not Linux, or not TCP
         return False
-    return bool(deferred) and not select.select([client], [], [], 0)[0]
+    if not deferred:
+        return False
+    waiting = select.poll()  # not select(): a descriptor past 1024 would crash the worker
+    waiting.register(client, select.POLLIN)
+    return not waiting.poll(SILENT_GRACE_MS)
 
 
 class SyncWorker(sync.SyncWorker):
@@ -157,5 +166,8 @@ class SyncWorker(sync.SyncWorker):
             self.log.error("Request %s %s ran past TIMEOUT=%ss: answered 500", req.method, req.path, self.cfg.timeout)
             with contextlib.suppress(Exception):
                 gunicorn_errors.write_json_error(client, 500, "Internal Server Error", "")
-            return
+                client.close()
+            # Now, not once the request's decoding threads finish (seconds for large images): the
+            # master would kill this worker first, and log "Perhaps out of memory?".
+            os._exit(1)
         super().handle_error(req, client, addr, exc)
