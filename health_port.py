@@ -79,6 +79,12 @@ class _HealthHandler(BaseHTTPRequestHandler):
         pass  # probes come every few seconds: a line for each would bury the request log
 
 
+# Probes answered at once by one worker: more are closed unanswered. A client that trickles bytes
+# holds its thread for as long as it likes; without a bound, 1300 of them took a worker past 1024
+# open descriptors.
+MAX_PROBES = 64
+
+
 class _HealthServer(ThreadingHTTPServer):  # a probe that sends nothing holds only its own thread
     def __init__(self, sock: socket.socket, model: str, stopping: Callable[[], bool]) -> None:
         super().__init__(sock.getsockname()[:2], _HealthHandler, bind_and_activate=False)
@@ -86,6 +92,19 @@ class _HealthServer(ThreadingHTTPServer):  # a probe that sends nothing holds on
         self.socket = sock
         self.model = model
         self.stopping = stopping
+        self._probes = threading.BoundedSemaphore(MAX_PROBES)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._probes.acquire(blocking=False):
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._probes.release()
 
 
 def serve(sock: socket.socket, model: str, stopping: Callable[[], bool]) -> None:

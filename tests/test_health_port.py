@@ -13,6 +13,7 @@ import pytest
 import requests
 
 import health_port
+from scripts import procs
 from tests import service
 from tests.hardening import wire
 
@@ -55,6 +56,22 @@ def test_the_health_port_serves_only_get_and_head_of_health_as_json(server: serv
     assert posted.headers["Allow"] == "GET, HEAD"
     garbled = wire.exchange(health_url, b"NOT HTTP AT ALL\r\n\r\n", timeout=5)
     assert (garbled.status, garbled.error_code) == (400, "bad_request")
+
+
+def test_the_health_port_holds_a_bounded_number_of_probes_at_once(server: service.Service, health_url: str) -> None:
+    # Each connection that keeps silent holds a thread of the worker: without a bound, 1300 such took
+    # it past 1024 open descriptors, and its main port then crashed it.
+    (worker,) = procs.children(server.master_pid())
+    silent = [socket.create_connection(wire.address(health_url), timeout=5) for _ in range(2 * health_port.MAX_PROBES)]
+    try:
+        time.sleep(1)
+        status = Path(f"/proc/{worker}/status").read_text().splitlines()
+        threads = int(next(line.split()[1] for line in status if line.startswith("Threads:")))
+        assert threads < health_port.MAX_PROBES + 16  # the probes', and the worker's own (torch, decoding)
+    finally:
+        for sock in silent:
+            sock.close()
+    assert requests.get(f"{health_url}/health", timeout=10).status_code == 200
 
 
 def test_the_health_port_says_503_while_a_stopping_worker_finishes_its_request(server: service.Service, health_url: str) -> None:
