@@ -30,7 +30,8 @@ def open_listener(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     # "::" takes IPv4 too, as gunicorn's own socket does (create_server would make it IPv6 only).
     dualstack = host == "::" and socket.has_dualstack_ipv6()
-    sock = socket.create_server((host, port), family=family, backlog=64, dualstack_ipv6=dualstack)
+    # reuse_port: a new master started by SIGUSR2 opens it while the old one still has it.
+    sock = socket.create_server((host, port), family=family, backlog=64, reuse_port=True, dualstack_ipv6=dualstack)
     # Every worker waits on it; those that lose the race for a connection go back to waiting.
     sock.setblocking(False)
     return sock

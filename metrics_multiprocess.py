@@ -18,6 +18,9 @@ from pathlib import Path
 from settings import ConfigError
 
 ENV = "PROMETHEUS_MULTIPROC_DIR"
+# Names the folder a master made for itself. A new master started by SIGUSR2 inherits ENV naming
+# it: the old master still counts there and removes it when it exits, so the new one makes its own.
+MADE_ENV = "CLASSIFY_METRICS_FOLDER_MADE"
 _created: Path | None = None  # a folder this process made, removed when the master exits
 
 
@@ -26,6 +29,8 @@ def prepare() -> Path:
     Raises settings.ConfigError when the folder cannot be made, emptied or written."""
     global _created
     configured = os.environ.get(ENV, "").strip()
+    if configured and configured == os.environ.get(MADE_ENV):
+        configured = ""  # the previous master's
     if configured:
         folder = Path(configured)
         try:
@@ -42,6 +47,7 @@ def prepare() -> Path:
         # When the master exits, however it stops (gunicorn's on_exit hook is skipped when it
         # halts); workers inherit the hook, and must not remove the folder they all write in.
         atexit.register(_cleanup_in, os.getpid())
+        os.environ[MADE_ENV] = str(folder)
     os.environ[ENV] = str(folder)
     return folder
 

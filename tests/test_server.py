@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import signal
 import socket
 import time
@@ -213,3 +215,38 @@ def test_the_address_checked_at_start_is_the_one_gunicorn_binds(seeded_weights: 
 def test_unusable_server_settings_refuse_to_start_in_one_line(seeded_weights: Path, env: dict[str, str], named: str) -> None:
     result = service.refused_to_start({"MODEL_WEIGHTS": str(seeded_weights), **env})
     assert f"classify: cannot start: {named}" in result.stdout + result.stderr
+
+
+def test_a_binary_upgrade_with_usr2_hands_over_the_health_port_and_the_metrics(tmp_path: Path, seeded_weights: Path) -> None:
+    # gunicorn's way to deploy code (README): SIGUSR2 starts a new master beside the old, then the old
+    # one is stopped. The new master could not open the health port the old one held, and emptied the
+    # old master's metrics folder, which the old one then removed: /metrics failed from then on.
+    health = service.free_port()
+    running = service.start(tmp_path / "log", {"MODEL_WEIGHTS": str(seeded_weights), "HEALTH_PORT": str(health)}, workers=1)
+    old, new = running.master_pid(), None
+    try:
+        os.kill(old, signal.SIGUSR2)
+        deadline = time.monotonic() + 60
+        while new is None and time.monotonic() < deadline:
+            new = next((int(pid) for pid in re.findall(r"Listening at: \S+ \((\d+)\)", running.log()) if int(pid) != old), None)
+            time.sleep(0.2)
+        assert new is not None, running.log()
+        while time.monotonic() < deadline and "Booting worker" not in running.log().split(f"({new})", 1)[-1]:
+            time.sleep(0.2)
+        os.kill(old, signal.SIGTERM)
+        running.process.wait(60)
+        assert requests.get(f"{running.url}/health", timeout=30).status_code == 200
+        assert requests.get(f"http://127.0.0.1:{health}/health", timeout=30).status_code == 200
+        photo = image_bytes("RGB", (64, 48), "PNG")
+        assert requests.post(f"{running.url}/classify", data=photo, headers={"Content-Type": "image/png"}, timeout=30).ok
+        metrics = requests.get(f"{running.url}/metrics", timeout=30)
+        assert metrics.status_code == 200 and "classify_images_classified_total 1.0" in metrics.text, metrics.text[-2000:]
+        assert "cannot start" not in running.log()
+    finally:
+        if new is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(new, signal.SIGTERM)
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and Path(f"/proc/{new}").exists():
+                time.sleep(0.2)
+        running.stop()
