@@ -29,7 +29,7 @@ DEFAULTS: dict[str, Any] = {
     "WORKERS": 1,  # set by gunicorn.conf.py so each worker knows its share of the CPUs
     "MAX_CONTENT_LENGTH": 20 * MIB,
     "MAX_IMAGE_PIXELS": 100_000_000,
-    "MAX_REQUEST_PIXELS": 200_000_000,  # a request's images together, as decoded: bounds its decoding time
+    "MAX_REQUEST_PIXELS": 100_000_000,  # a request's images together, as decoded: bounds its decoding time and memory
     "MAX_FILES": 32,
     "DEFAULT_TOPK": 5,
     "UPLOAD_TIMEOUT": 10.0,  # seconds for the whole request body to arrive (see body_guard.py)

@@ -256,7 +256,7 @@ def form(side):
     Image.new("L", (side, side), 128).save(data, "PNG")
     return {"image": [(io.BytesIO(data.getvalue()), f"{n}.png") for n in range(8)]}
 
-client = create_app({"MODEL_WEIGHTS": sys.argv[1]}).test_client()
+client = create_app({"MODEL_WEIGHTS": sys.argv[1], "MAX_REQUEST_PIXELS": 10**9}).test_client()  # 200 M pixels below
 assert client.post("/classify", data=form(600), content_type="multipart/form-data").status_code == 200
 before = peak_mb()
 assert client.post("/classify", data=form(5000), content_type="multipart/form-data").status_code == 200
