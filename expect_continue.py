@@ -4,8 +4,9 @@ client that waits for the 100 never sends its body. sync_worker.py hands the app
 
 from __future__ import annotations
 
-import select
 from typing import Any
+
+from deadline import readable_within
 
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 # After an answer that withheld the 100: how long to wait for body bytes from a client that sends
@@ -32,7 +33,7 @@ class ContinueOnFirstRead:
         if self.state == "owed":
             self._sock.sendall(CONTINUE)
             self.state = "sent"
-        elif self.state == "withheld" and select.select([self._sock], [], [], SENT_ANYWAY_GRACE)[0]:
+        elif self.state == "withheld" and readable_within(self._sock, SENT_ANYWAY_GRACE):
             self.state = "sent"
         return self.state == "sent"
 

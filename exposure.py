@@ -5,6 +5,8 @@ from __future__ import annotations
 from flask import Flask, Response
 from flask_cors import CORS
 
+import request_id
+
 # setdefault: a route that sets its own (an HTML page, say) keeps it.
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",  # a JSON error is never sniffed into HTML
@@ -48,8 +50,8 @@ def init_exposure(app: Flask) -> None:
             app,
             origins=origins,
             methods=["GET", "POST"],
-            allow_headers=["Authorization", "X-API-Key", "Content-Type", "X-Request-ID"],
-            expose_headers=["X-Request-ID"],
+            allow_headers=["Authorization", "X-API-Key", "Content-Type", request_id.HEADER],
+            expose_headers=[request_id.HEADER],
             max_age=600,
         )
         app.after_request(_vary_by_origin)

@@ -14,20 +14,12 @@ from typing import Any
 from gunicorn import util
 
 import request_id
-from errors import INTERNAL_ERROR_MESSAGE, error_body
+from errors import HTTP_CODES, INTERNAL_ERROR_MESSAGE, error_body
 from exposure import JSON_ANSWER_HEADERS
 
-# Codes for the statuses gunicorn itself answers with (gunicorn/workers/base.py handle_error).
-GUNICORN_CODES = {
-    400: "bad_request",
-    403: "forbidden",
-    408: "header_timeout",
-    414: "uri_too_long",
-    417: "expectation_failed",
-    431: "header_fields_too_large",
-    500: "internal_error",
-    501: "not_implemented",
-}
+# Codes for the statuses gunicorn itself answers with (gunicorn/workers/base.py handle_error) that
+# are not their snake-cased reason phrase (write_json_error).
+GUNICORN_CODES = {**HTTP_CODES, 408: "header_timeout", 431: "header_fields_too_large"}
 
 _JSON_HEADER_LINES = "".join(f"{name}: {value}\r\n" for name, value in JSON_ANSWER_HEADERS.items())
 

@@ -114,7 +114,7 @@ def serve(sock: socket.socket, model: str, stopping: Callable[[], bool]) -> None
 
     def run() -> None:
         # Signals are the main thread's: its deadlines are SIGALRM interrupting a blocking read
-        # (sync_worker.py, body_guard.py), which a signal delivered to this thread would not do.
+        # (deadline.py), which a signal delivered to this thread would not do.
         signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
         server.serve_forever()
 

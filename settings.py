@@ -41,16 +41,16 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
+class ConfigError(Exception):
+    """A setting has a value the service cannot use; the message says which and why."""
+
+
 def check_default_topk(config: Mapping[str, Any], num_classes: int) -> None:
     """A DEFAULT_TOPK over the model's classes is refused, unless it is the built-in default (a
     model of 3 classes then answers 3)."""
     value = config["DEFAULT_TOPK"]
     if value > num_classes and value != DEFAULTS["DEFAULT_TOPK"]:
         raise ConfigError(f"DEFAULT_TOPK={value} is more than the model's {num_classes} classes.")
-
-
-class ConfigError(Exception):
-    """A setting has a value the service cannot use; the message says which and why."""
 
 
 def _boolean(text: str) -> bool:
@@ -202,10 +202,9 @@ _held_keys: dict[str, list[str]] = {}
 
 def hold_keys_file(path: str | None) -> None:
     """In gunicorn's master: read the keys file once for every worker it forks from now on."""
-    keys = read_keys_file(path) if path else []
+    held = {path: read_keys_file(path)} if path else {}  # read before forgetting: a bad file keeps the old keys
     _held_keys.clear()
-    if path:
-        _held_keys[path] = keys
+    _held_keys.update(held)
 
 
 def load(overrides: Mapping[str, Any] | None = None, with_keys_file: bool = True) -> dict[str, Any]:
@@ -219,5 +218,5 @@ def load(overrides: Mapping[str, Any] | None = None, with_keys_file: bool = True
     if settings["PRECISION"] not in {"fp32", "bf16"}:
         raise ConfigError(f"PRECISION={settings['PRECISION']!r} is not valid: use fp32 or bf16.")
     if (path := settings["API_KEYS_FILE"]) and with_keys_file:
-        settings["API_KEYS"] = [*settings["API_KEYS"], *(_held_keys[path] if path in _held_keys else read_keys_file(path))]
+        settings["API_KEYS"] = [*settings["API_KEYS"], *(_held_keys.get(path) or read_keys_file(path))]
     return settings

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import select
 import socket
 from typing import Any
 
@@ -43,24 +42,16 @@ class HeaderTimeout(Exception):
 DRAIN_HEADER_TIMEOUT = 1.0
 # After a 408 for headers that did not arrive: seconds to wait for the client to close.
 HEADER_TIMEOUT_LINGER = 0.2
-# For the first bytes of a connection the kernel handed over without any (see _held_silent_by_the_kernel).
-SILENT_GRACE_MS = 500
+# For the first bytes of a connection the kernel handed over without any (see SyncWorker.accept).
+SILENT_GRACE = 0.5
 
 
-def _held_silent_by_the_kernel(listener: Any, client: socket.socket) -> bool:
-    """A connection the kernel handed over with nothing to read, under TCP_DEFER_ACCEPT
-    (gunicorn.conf.py): it stayed silent for the whole deferral, at least HEADER_TIMEOUT. A short
-    wait first: when its queue of half-open connections is full the kernel answers with SYN
-    cookies, which skip the deferral, and a client's request may then arrive just after."""
+def _defers(listener: Any) -> bool:
+    """Whether the kernel holds this socket's silent connections back (TCP_DEFER_ACCEPT, gunicorn.conf.py)."""
     try:
-        deferred = listener.getsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT)
+        return bool(listener.getsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT))
     except (AttributeError, OSError):  # not Linux, or not TCP
         return False
-    if not deferred:
-        return False
-    waiting = select.poll()  # not select(): a descriptor past 1024 would crash the worker
-    waiting.register(client, select.POLLIN)
-    return not waiting.poll(SILENT_GRACE_MS)
 
 
 class SyncWorker(sync.SyncWorker):
@@ -79,6 +70,7 @@ class SyncWorker(sync.SyncWorker):
         super().handle_abort(sig, frame)
 
     def run(self) -> None:
+        self.deferring = {listener for listener in self.sockets if _defers(listener)}  # once, not per connection
         super().run()  # returns once told to stop, or when the master is gone
         if self.stopping_gracefully and self.is_parent_alive():
             self._answer_queued()
@@ -104,9 +96,12 @@ class SyncWorker(sync.SyncWorker):
         client, addr = listener.accept()
         client.setblocking(1)
         util.close_on_exec(client)
-        if _held_silent_by_the_kernel(listener, client):
-            # Its time for headers is up already: answered now, not after HEADER_TIMEOUT more, which
-            # let two idle preconnects from one browser page hold both workers for 10 s.
+        # Handed over with nothing to read, the kernel deferring: silent for the whole deferral, at
+        # least HEADER_TIMEOUT, so its time for headers is up already. Answered now, not after
+        # HEADER_TIMEOUT more, which let two idle preconnects from one browser page hold both
+        # workers for 10 s. A short wait first: when its queue of half-open connections is full the
+        # kernel answers with SYN cookies, which skip the deferral, and the request may follow just after.
+        if listener in self.deferring and not deadline.readable_within(client, SILENT_GRACE):
             self.handle_error(None, client, addr, HeaderTimeout())
             return
         try:
