@@ -19,7 +19,7 @@ from exposure import JSON_ANSWER_HEADERS
 
 # Codes for the statuses gunicorn itself answers with (gunicorn/workers/base.py handle_error) that
 # are not their snake-cased reason phrase (write_json_error).
-GUNICORN_CODES = {**HTTP_CODES, 408: "header_timeout", 431: "header_fields_too_large"}
+GUNICORN_CODES = {**HTTP_CODES, 408: "header_timeout", 414: "uri_too_long", 431: "header_fields_too_large"}
 
 _JSON_HEADER_LINES = "".join(f"{name}: {value}\r\n" for name, value in JSON_ANSWER_HEADERS.items())
 
