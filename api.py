@@ -66,8 +66,6 @@ def _check_request_pixels(uploads: list[Upload], max_pixels: int, min_side: int 
 def _prepare_all(uploads: list[Upload], model: Classifier) -> list[Prepared | APIError]:
     max_pixels = current_app.config["MAX_IMAGE_PIXELS"]
     min_side = model.decode_min_side if current_app.config["REDUCED_DECODE"] else None
-    if len(uploads) > 1:  # one image alone is bounded by MAX_IMAGE_PIXELS
-        _check_request_pixels(uploads, max_pixels, min_side)
 
     def prepare(upload: Upload) -> Prepared | APIError:
         try:
@@ -76,8 +74,9 @@ def _prepare_all(uploads: list[Upload], model: Classifier) -> list[Prepared | AP
             return error
         return Prepared(decoded.width, decoded.height, decoded.format, model.prepare(decoded.image))
 
-    if len(uploads) == 1:
+    if len(uploads) == 1:  # bounded by MAX_IMAGE_PIXELS alone
         return [prepare(uploads[0])]
+    _check_request_pixels(uploads, max_pixels, min_side)
     with threads_for_next_step() as threads:
         return cpu_budget.map_parallel(prepare, uploads, threads)
 

@@ -43,7 +43,7 @@ class APIError(Exception):
         self.message = message
 
     def to_dict(self) -> dict[str, str]:
-        return {"code": self.code, "message": self.message}
+        return error_body(self.code, self.message)["error"]
 
 
 def error_body(code: str, message: str) -> dict[str, dict[str, str]]:

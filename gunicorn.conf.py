@@ -122,8 +122,9 @@ def _preload(config):
     import model
     import model_loader
 
-    # DEFAULT_TOPK against the labels here, once, rather than by every worker (labels too few for
-    # it, at start or at a SIGHUP, are refused before they are kept).
+    # DEFAULT_TOPK against the labels first here, so that a bad value stops the master once (and
+    # labels too few for it at a SIGHUP are refused before they are kept); create_app checks it
+    # again for runs without gunicorn.
     model_loader.preload(model.ModelSpec.from_settings(config), lambda labels: settings.check_default_topk(config, len(labels)))
 
 

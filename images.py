@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import re
 import threading
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps, features
@@ -138,13 +140,19 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
 def _damaged(data: bytes) -> APIError | None:
     """A file that starts like a supported format but could not be opened: say it is damaged, not
     that it is no image (a PNG with a bad checksum, a header cut short)."""
-    Image.init()
     for fmt in SUPPORTED_FORMATS:
-        accept = Image.OPEN[fmt][1] if fmt in Image.OPEN else None
+        accept = _signature_checks().get(fmt)
         if accept is not None and accept(data[:16]):
-            name = JPEG_LIKE.get(fmt, fmt)
-            return APIError(415, "invalid_image", f"The {name} image could not be read: it is truncated or corrupt.")
+            return APIError(415, "invalid_image", f"The {fmt} image could not be read: it is truncated or corrupt.")
     return None
+
+
+@functools.cache
+def _signature_checks() -> dict[str, Callable[[bytes], Any]]:
+    # Pillow's own test of each format's first bytes; gathered once, when first needed (Image.init
+    # loads every plugin).
+    Image.init()
+    return {fmt: accept for fmt, (_, accept) in Image.OPEN.items() if accept is not None}
 
 
 def _check_dimensions(width: int, height: int, max_pixels: int) -> None:
@@ -232,7 +240,7 @@ def decode_image(data: bytes, max_pixels: int, min_side: int | None = None) -> D
 
 def pixels_to_decode(data: bytes, max_pixels: int, min_side: int | None = None) -> int:
     """How many pixels decode_image would produce, from the header alone (JPEGs at the scale they
-    would be decoded at); 0 for what it will refuse (cannot be opened, over max_pixels)."""
+    would be decoded at); 0 for what it cannot open or refuses for its size (over max_pixels)."""
     with contextlib.suppress(Exception), _pillow_limit(max_pixels):
         image = _open(data, max_pixels)
         if image.width * image.height > max_pixels:

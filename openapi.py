@@ -258,10 +258,10 @@ def _classify(config: Mapping[str, Any], num_classes: int) -> dict[str, Any]:
                 },
                 "400": _error(400, "No image, an empty file, a bad topk, or a body that cannot be read."),
                 "408": _error(408, "The request did not arrive within HEADER_TIMEOUT or UPLOAD_TIMEOUT seconds."),
-                "413": _error(413, "The request, an image, or the number of files is over the limit."),
+                "413": _error(413, "The request, an image, the number of files, or all its images' pixels together are over the limit."),
                 "415": _error(415, "Not an accepted Content-Type, or not a usable image."),
                 "500": _error(500, "A bug in the service, or a request that ran past TIMEOUT."),
-                "501": _error(501, "A Transfer-Encoding other than chunked (gzip, br, ...)."),
+                "501": _error(501, "A Transfer-Encoding other than chunked (gzip, chunked; br; ...)."),
             },
         }
     }
