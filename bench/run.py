@@ -77,6 +77,10 @@ def large_photos(count: int = 8) -> list[Path]:
     return made
 
 
+def first_photo() -> bytes:
+    return sorted(PHOTOS.glob("*.JPEG"))[0].read_bytes()
+
+
 def run_json(command: list[str], env: dict[str, str] | None = None) -> dict:
     output = subprocess.run(command, capture_output=True, text=True, env={**os.environ, **(env or {})}, check=True).stdout
     return json.loads(output.strip().splitlines()[-1])
@@ -103,9 +107,8 @@ class Server(Stopped):
         started = time.monotonic()
         self.service = service.start(RESULTS / f"server-{workers}-workers.log", env, workers=workers, ready_timeout=120)
         self.url = self.service.url
-        photo = sorted(PHOTOS.glob("*.JPEG"))[0].read_bytes()
         try:
-            requests.post(f"{self.url}/classify", data=photo, headers={"Content-Type": "image/jpeg"}, timeout=30).raise_for_status()
+            requests.post(f"{self.url}/classify", data=first_photo(), headers={"Content-Type": "image/jpeg"}, timeout=30).raise_for_status()
         except BaseException:
             self.stop()  # started, but its `with` block never begins
             raise
@@ -154,14 +157,16 @@ class TutorialApp(Stopped):
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        photo = sorted(PHOTOS.glob("*.JPEG"))[0].read_bytes()
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and self.process.poll() is None:
             try:
-                if requests.post(f"{self.url}/classify", files={"image": ("a.jpg", photo)}, timeout=30).ok:
+                if requests.post(f"{self.url}/classify", files={"image": ("a.jpg", first_photo())}, timeout=30).ok:
                     return
             except requests.ConnectionError:
                 time.sleep(0.1)
+            except BaseException:
+                self.stop()  # started, but its `with` block never begins
+                raise
         self.stop()
         raise SystemExit(f"the tutorial app did not start; see {RESULTS / 'tutorial-app.log'}")
 
@@ -244,6 +249,7 @@ class Report:
 class Raw:
     """The model alone at the start of the run."""
 
+    cpus: int
     by_arrangement: dict[tuple[int, int], dict]
     best: tuple[int, int]  # (processes, threads) with the most img/s: the raw limit's arrangement
     decode_ms: float  # decoding and preprocessing one shared photo, on one CPU
@@ -270,7 +276,7 @@ def machine_section(report: Report, env: dict[str, str], cpus: int) -> None:
 
 def raw_section(report: Report, cpus: int) -> Raw:
     by_arrangement = {(p, t): raw_model(p, t, 8) for p, t in ((1, cpus), (cpus, 1))}
-    raw = Raw(by_arrangement, max(by_arrangement, key=lambda a: by_arrangement[a]["img_per_s"]), raw_decode()["decode_preprocess_ms"])
+    raw = Raw(cpus, by_arrangement, max(by_arrangement, key=lambda a: by_arrangement[a]["img_per_s"]), raw_decode()["decode_preprocess_ms"])
     report.say("## The model alone (fp32)\n")
     report.table(
         [[f"{p} x {t}", r["img_per_s"], r["median_ms"]] for (p, t), r in by_arrangement.items()],
@@ -286,7 +292,7 @@ def raw_section(report: Report, cpus: int) -> Raw:
 
 def levels_section(report: Report, server: Server, photos: list[Path], raw: Raw, levels: list[int], seconds: float) -> dict:
     """The service at each concurrency level; returns {level: (result, raw limit next to it)}."""
-    cpus = available_cpus()
+    cpus = raw.cpus
     rows, ours, lone = [], {}, None
     for level in levels:
         # This machine's speed drifts by tens of percent within minutes: the raw limit each level is
@@ -336,8 +342,8 @@ def tutorial_section(report: Report, env: dict[str, str], photos: list[Path], ra
     # After the service's levels, not during them: its processes would share library pages with
     # the service's and so lower the service's PSS.
     rows = []
-    with TutorialApp(env, workers=available_cpus()) as tutorial:
-        load_url(tutorial.url, photos, available_cpus(), 3)  # warm-up
+    with TutorialApp(env, workers=raw.cpus) as tutorial:
+        load_url(tutorial.url, photos, raw.cpus, 3)  # warm-up
         for level in [level for level in PEERS_FP32 if level in ours]:
             limit_now = raw_limit(raw.best)
             baseline = load_url(tutorial.url, photos, level, seconds)
@@ -422,7 +428,7 @@ def accuracy_section(report: Report) -> None:
 
 
 def bf16_section(report: Report, raw: Raw) -> None:
-    cpus = available_cpus()
+    cpus = raw.cpus
     report.say("## bf16\n")
     bf16_raw = raw_model(1, cpus, 5, env={"PRECISION": "bf16"})
     fp32 = raw.by_arrangement[(1, cpus)]["img_per_s"]
@@ -447,11 +453,12 @@ def main() -> None:
     photos = sorted(PHOTOS.glob("*.JPEG"))
     report = Report()
 
-    machine_section(report, env, available_cpus())
-    raw = raw_section(report, available_cpus())
-    with Server(env, workers=int(os.environ.get("WEB_CONCURRENCY") or available_cpus())) as server:
+    cpus = available_cpus()
+    machine_section(report, env, cpus)
+    raw = raw_section(report, cpus)
+    with Server(env, workers=int(os.environ.get("WEB_CONCURRENCY") or cpus)) as server:
         report.say(f"Cold start (launch to first classification, {len(server.pids()) - 1} workers): **{server.cold_start_s:.2f} s**\n")
-        load(server, photos, available_cpus(), 3)  # warm-up
+        load(server, photos, cpus, 3)  # warm-up
         warm = server.memory_mb()
         ours = levels_section(report, server, photos, raw, [int(x) for x in args.levels.split(",")], args.seconds)
         end = server.memory_mb()
