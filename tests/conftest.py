@@ -27,8 +27,6 @@ SHARED = Path(os.environ.get("SHARED_DIR", REPO.parent / "shared"))
 SAMPLES = SHARED / "images" / "imagenet-samples"
 
 
-# The service's settings a developer's shell may export (API_KEYS, MAX_FILES, PORT, ...): no test
-# may depend on them. A test that wants one sets it.
 # The settings gunicorn.conf.py reads itself, beside settings.ENVIRONMENT.
 GUNICORN_VARIABLES = ("HOST", "PORT", "HEALTH_PORT", "WEB_CONCURRENCY", "TIMEOUT", "GRACEFUL_TIMEOUT", "PROMETHEUS_MULTIPROC_DIR")
 SERVICE_VARIABLES = [*settings.ENVIRONMENT, *GUNICORN_VARIABLES, "GUNICORN_CMD_ARGS"]
@@ -45,6 +43,8 @@ def fresh_classifier_cache() -> Iterator[None]:
 
 @pytest.fixture(scope="session", autouse=True)
 def no_service_settings_from_the_shell() -> Iterator[None]:
+    """The service's settings a developer's shell may export (API_KEYS, MAX_FILES, PORT, ...): no
+    test may depend on them. A test that wants one sets it."""
     with pytest.MonkeyPatch.context() as patch:
         for name in SERVICE_VARIABLES:
             patch.delenv(name, raising=False)

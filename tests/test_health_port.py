@@ -24,7 +24,7 @@ def health_port_number() -> int:
 
 
 @pytest.fixture(scope="module")
-def health_url(health_port_number: int) -> str:
+def health_url(server: service.Service, health_port_number: int) -> str:  # the port of that server
     return f"http://127.0.0.1:{health_port_number}"
 
 
@@ -33,7 +33,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, seeded_weights: Path, healt
     env = {"MODEL_WEIGHTS": str(seeded_weights), "HEALTH_PORT": str(health_port_number)}
     running = service.start(tmp_path_factory.mktemp("health") / "gunicorn.log", env, workers=1)
     yield running
-    running.stop()  # idempotent: the last test stops it already
+    running.stop()  # idempotent: the 503 test stops it already
 
 
 def test_the_health_port_answers_while_the_only_worker_is_busy(server: service.Service, health_url: str) -> None:

@@ -219,19 +219,18 @@ def test_pictures_converted_in_strips_come_out_whole_and_scaled_alike(monkeypatc
 
 # Measured in a fresh process: Linux's peak-RSS counter, reset once the picture is made.
 _PEAK_DURING_TO_RGB = """
-import sys
+import os, sys
 from PIL import Image
 from images import to_rgb
+from scripts.procs import peak_rss_bytes, rss_bytes
 mode, colour = sys.argv[1], eval(sys.argv[2])
 picture = Image.new(mode, (4000, 4000), colour)
 if mode == "P":
     picture.info["transparency"] = 0
-def kib(field):
-    return int(next(line.split()[1] for line in open("/proc/self/status") if line.startswith(field + ":")))
 open("/proc/self/clear_refs", "w").write("5")
-before = kib("VmRSS")
+before = rss_bytes(os.getpid())
 to_rgb(picture)
-print(kib("VmHWM") - before)
+print((peak_rss_bytes() - before) // 1024)
 """
 
 

@@ -174,7 +174,7 @@ def test_torchvision_cache_is_used_the_standard_way(
 
 
 def test_a_cached_file_that_is_not_the_one_its_name_promises_is_refused(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seeded_weights: Path, master_preload: None
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seeded_weights: Path, forget_preload: None
 ) -> None:
     # torch.hub checks the hash only when it downloads; a file put there by hand is checked too.
     cache_with(tmp_path, monkeypatch, "resnet18-f37072fd.pth", seeded_weights.read_bytes())
@@ -191,13 +191,13 @@ def own_weights(tmp_path: Path, seeded_weights: Path) -> Path:
 
 
 @pytest.fixture
-def master_preload() -> Iterator[None]:
-    """model_loader.preload as gunicorn's master calls it; forgotten after the test."""
+def forget_preload() -> Iterator[None]:
+    """Forget, after the test, what model_loader.preload kept."""
     yield
     model_loader._preloaded = None
 
 
-def test_workers_use_the_weights_the_master_preloaded_without_a_copy(own_weights: Path, seeded_weights: Path, master_preload: None) -> None:
+def test_workers_use_the_weights_the_master_preloaded_without_a_copy(own_weights: Path, seeded_weights: Path, forget_preload: None) -> None:
     spec = ModelSpec(weights_file=str(own_weights))
     model_loader.preload(spec)  # what the gunicorn master does before forking
     assert model_loader._preloaded is not None and model_loader._preloaded.state_dict is not None
@@ -210,7 +210,7 @@ def test_workers_use_the_weights_the_master_preloaded_without_a_copy(own_weights
 
 
 def test_a_worker_built_after_the_weights_file_changed_still_serves_what_the_master_read(
-    tmp_path: Path, own_weights: Path, seeded_weights: Path, master_preload: None
+    tmp_path: Path, own_weights: Path, seeded_weights: Path, forget_preload: None
 ) -> None:
     # A replacement for a crashed worker, after an operator put new weights in place but before
     # any SIGHUP: it must serve the model the other workers serve, and say so in GET /model.
@@ -223,7 +223,7 @@ def test_a_worker_built_after_the_weights_file_changed_still_serves_what_the_mas
     assert classifier.weights_sha256 == hashlib.sha256(seeded_weights.read_bytes()).hexdigest()
 
 
-def test_a_preload_of_unusable_weights_keeps_the_previous_one(own_weights: Path, seeded_weights: Path, master_preload: None) -> None:
+def test_a_preload_of_unusable_weights_keeps_the_previous_one(own_weights: Path, seeded_weights: Path, forget_preload: None) -> None:
     # A SIGHUP with a broken file: the new workers keep serving, with the weights read before.
     spec = ModelSpec(weights_file=str(own_weights))
     model_loader.preload(spec)
@@ -234,14 +234,14 @@ def test_a_preload_of_unusable_weights_keeps_the_previous_one(own_weights: Path,
 
 
 @pytest.mark.parametrize("target", ["no_such_module:build", "tests.no_such_module:build", "no_colon"])
-def test_the_master_refuses_a_factory_module_it_cannot_find(target: str, master_preload: None) -> None:
+def test_the_master_refuses_a_factory_module_it_cannot_find(target: str, forget_preload: None) -> None:
     # One clear refusal from gunicorn's master, not one per worker racing to fail.
     with pytest.raises(ModelLoadError, match="MODEL_FACTORY"):
         model_loader.preload(ModelSpec(factory=target))
 
 
 def test_the_master_runs_no_code_of_the_factory_module_or_its_packages(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, master_preload: None
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, forget_preload: None
 ) -> None:
     # An import may build a model, i.e. run torch compute, which the forked workers would hang on.
     package = tmp_path / "userpkg"

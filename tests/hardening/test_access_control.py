@@ -142,11 +142,10 @@ def test_a_sighup_makes_the_new_workers_take_the_rotated_keys_file(tmp_path: Pat
         master = live.master_pid()
         old_workers = children(master)
         os.kill(master, signal.SIGHUP)
-        wait_for_workers(master, 2, exclude=set(old_workers))  # every answer now the new workers'
+        victims = wait_for_workers(master, 2, exclude=set(old_workers))  # every answer now the new workers'
         assert (status("old-key"), status("new-key")) == (401, 200)
         # Changed again without a SIGHUP: workers that replace crashed ones keep the master's keys.
         keys_file.write_text("third-key\n")
-        victims = children(master)
         for victim in victims:
             os.kill(victim, signal.SIGKILL)
         workers = wait_for_workers(master, 2, exclude=set(victims))
